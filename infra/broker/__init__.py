@@ -1,0 +1,6 @@
+"""The Celery broker: an ElastiCache (Valkey or Redis OSS) replication group sized from the backlog."""
+
+from infra.broker.construct import Broker
+from infra.broker.sizing import BrokerSizing, SizingError, size_broker
+
+__all__ = ["Broker", "BrokerSizing", "SizingError", "size_broker"]

@@ -1,0 +1,133 @@
+"""Choosing the broker node from the backlog it must hold.
+
+The model: every queued task costs `bytes_per_task` of broker memory. That figure comes from
+`bench/broker_memory.py`, which enqueues real Celery messages with varied, realistic arguments into a
+real redis-server configured like the stack's parameter group (see infra/broker/parameters.py), and
+measures used memory per task. The node must hold the predicted backlog plus headroom within its
+usable memory: `maxmemory` less ElastiCache's `reserved-memory-percent` (25 % by default, kept).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from infra.config import BrokerConfig
+
+GIB = 1024**3
+MIB = 1024**2
+
+# bench/broker_memory.py, stack list settings, messages of MEASURED_MESSAGE_BYTES as stored.
+MEASURED_MESSAGE_BYTES = 1289
+MEASURED_BYTES_PER_TASK = 415
+# With Redis defaults the same messages took this much; shown in the synth summary for comparison.
+MEASURED_BYTES_PER_TASK_DEFAULTS = 1375
+
+# Memory the engine uses before any task is queued (kombu bindings, client buffers, replication
+# backlog of 1 MB by default, the engine's own structures), rounded up.
+BASELINE_BYTES = 64 * MIB
+
+# ElastiCache keeps this share of maxmemory for non-data use (backups, replication) by default.
+RESERVED_MEMORY_PERCENT = 25
+
+
+@dataclass(frozen=True)
+class NodeType:
+    """One ElastiCache node type and the `maxmemory` ElastiCache sets for it."""
+
+    name: str
+    maxmemory_bytes: int
+    burstable: bool = False
+
+    @property
+    def usable_bytes(self) -> int:
+        return self.maxmemory_bytes * (100 - RESERVED_MEMORY_PERCENT) // 100
+
+
+# Current-generation Graviton node types, smallest first. maxmemory values from the ElastiCache
+# "Node-type specific parameters" table (see infra/broker/parameters.py for the reference).
+NODE_TYPES: tuple[NodeType, ...] = (
+    NodeType("cache.t4g.micro", 462_422_016, burstable=True),
+    NodeType("cache.t4g.small", 1_471_026_299, burstable=True),
+    NodeType("cache.t4g.medium", 3_317_862_236, burstable=True),
+    NodeType("cache.m7g.large", 6_854_542_746),
+    NodeType("cache.r7g.large", 14_037_181_030),
+    NodeType("cache.r7g.xlarge", 28_261_849_702),
+    NodeType("cache.r7g.2xlarge", 56_711_183_565),
+)
+
+
+@dataclass(frozen=True)
+class BrokerSizing:
+    """The chosen node and the numbers behind it, for the synth summary and the stack."""
+
+    node_type: str
+    usable_bytes: int
+    bytes_per_task: int
+    predicted_bytes: int
+    required_bytes: int
+    reason: str
+
+    def summary(self) -> str:
+        return (
+            f"{self.node_type} ({self.reason}); predicted {self.predicted_bytes / GIB:.2f} GiB at peak backlog, "
+            f"{self.required_bytes / GIB:.2f} GiB with headroom, {self.usable_bytes / GIB:.2f} GiB usable"
+        )
+
+
+class SizingError(ValueError):
+    """The declared backlog does not fit the node type the config asks for (or any node type)."""
+
+
+def bytes_per_task(config: BrokerConfig) -> int:
+    """Broker memory per queued task: measured by the user, or scaled from our measurement."""
+    if config.bytes_per_task is not None:
+        return config.bytes_per_task
+    if config.message_bytes is None:
+        return MEASURED_BYTES_PER_TASK
+    # Compressed size grows with the message; scale the measured ratio, never below the raw per-entry
+    # overhead a list element costs.
+    return max(64, math.ceil(config.message_bytes * MEASURED_BYTES_PER_TASK / MEASURED_MESSAGE_BYTES))
+
+
+def size_broker(config: BrokerConfig) -> BrokerSizing:
+    """Pick the node type for the config's backlog, or check the one it names."""
+    per_task = bytes_per_task(config)
+    predicted = BASELINE_BYTES + config.backlog_tasks * per_task
+    required = predicted * (100 + config.headroom_percent) // 100
+    numbers = (
+        f"backlog_tasks={config.backlog_tasks:,} x {per_task:,} B/task + {BASELINE_BYTES // MIB} MiB baseline "
+        f"= {predicted / GIB:.2f} GiB, +{config.headroom_percent} % headroom = {required / GIB:.2f} GiB needed"
+    )
+    by_name = {node.name: node for node in NODE_TYPES}
+
+    if config.node_type is not None:
+        node = by_name.get(config.node_type)
+        if node is None:
+            known = ", ".join(by_name)
+            raise SizingError(f"broker.node_type={config.node_type!r} is not a known node type; known: {known}")
+        if node.usable_bytes < required:
+            raise SizingError(
+                f"broker.node_type={node.name!r} holds {node.usable_bytes / GIB:.2f} GiB usable "
+                f"({RESERVED_MEMORY_PERCENT} % of maxmemory reserved), but {numbers}. Choose a larger node, "
+                "lower backlog_tasks, or unset node_type to pick one"
+            )
+        return BrokerSizing(node.name, node.usable_bytes, per_task, predicted, required, "from config, fits")
+
+    candidates = [n for n in NODE_TYPES if config.allow_burstable_nodes or not n.burstable]
+    for node in candidates:
+        if node.usable_bytes >= required:
+            return BrokerSizing(
+                node.name,
+                node.usable_bytes,
+                per_task,
+                predicted,
+                required,
+                "smallest node holding the backlog" + ("" if config.allow_burstable_nodes else ", non-burstable"),
+            )
+    largest = candidates[-1]
+    raise SizingError(
+        f"no node type holds the backlog: {numbers}, and the largest, {largest.name}, has "
+        f"{largest.usable_bytes / GIB:.2f} GiB usable. Lower broker.backlog_tasks or headroom_percent, "
+        "or split queues across brokers"
+    )
