@@ -24,8 +24,8 @@ class StageStacks:
                 f"celery-fleet stage {config.name!r}:",
                 f"  stacks: {self.stateful.stack_name}"
                 + (" (termination protection on)" if self.stateful.termination_protection else ""),
-                f"  broker: {config.broker.engine} {config.broker.engine_version}, {1 + config.broker.replicas} "
-                f"node(s), {self.sizing.summary()}",
+                f"  broker: {config.broker.engine} {config.broker.engine_version}, "
+                f"{1 + config.broker.replicas} node(s), {self.sizing.summary()}",
             ]
         )
 

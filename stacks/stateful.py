@@ -35,7 +35,9 @@ class StatefulStack(Stack):
         )
 
         port = Token.as_string(self.broker.port)
-        CfnOutput(self, "BrokerEndpoint", value=self.broker.endpoint, description="Primary endpoint of the broker")
+        CfnOutput(
+            self, "BrokerEndpoint", value=self.broker.endpoint, description="Primary endpoint of the broker"
+        )
         CfnOutput(self, "BrokerPort", value=port, description="Broker port (TLS only)")
         CfnOutput(
             self,
@@ -47,11 +49,13 @@ class StatefulStack(Stack):
             self,
             "BrokerSecurityGroupId",
             value=self.broker.security_group.security_group_id,
-            description="Broker security group; clients need an ingress rule from theirs (broker.client_security_group_ids)",
+            description="Broker security group; admit clients with broker.client_security_group_ids",
         )
         CfnOutput(
             self,
             "CeleryBrokerUrlFormat",
-            value=Fn.join("", ["rediss://:<AUTH token>@", self.broker.endpoint, ":", port, "/0?ssl_cert_reqs=required"]),
+            value=Fn.join(
+                "", ["rediss://:<AUTH token>@", self.broker.endpoint, ":", port, "/0?ssl_cert_reqs=required"]
+            ),
             description="Celery broker_url for clients; replace <AUTH token> with the secret's value",
         )

@@ -82,7 +82,9 @@ class Broker(Construct):
             self,
             "SubnetGroup",
             description="Private subnets of the Celery broker",
-            subnet_ids=vpc.select_subnets(subnet_type=subnets.subnet_type, subnets=subnets.subnets).subnet_ids,
+            subnet_ids=vpc.select_subnets(
+                subnet_type=subnets.subnet_type, subnets=subnets.subnets
+            ).subnet_ids,
         )
 
         family = parameter_group_family(config.engine, config.engine_version)
@@ -91,7 +93,7 @@ class Broker(Construct):
             "Parameters",
             cache_parameter_group_family=family,
             description="Celery broker: noeviction and compressed lists (see infra/broker/parameters.py)",
-            properties=parameter_values(family),
+            properties=parameter_values(),
         )
 
         self.slow_log = logs.LogGroup(
@@ -159,4 +161,3 @@ class Broker(Construct):
                 "The default port hides nothing from a client inside the VPC; access is limited by "
                 "the security group, TLS and the AUTH token. Set broker.port to change it.",
             )
-

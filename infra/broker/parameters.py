@@ -1,11 +1,17 @@
 """The broker's parameter group: names and values, checked against ElastiCache's documentation.
 
-A wrong parameter name passes synth and fails only at deploy, so every name here is pinned by
-tests/infra/test_broker_parameters.py against the families ElastiCache documents:
+A wrong parameter name passes synth and fails only at deploy, so the names here are pinned by
+tests/infra/test_broker_parameters.py. Reference: "Engine specific parameters",
 https://docs.aws.amazon.com/AmazonElastiCache/latest/dg/ParameterGroups.Engine.html
-(sections "Valkey 8.x parameter changes", "Valkey 7.2 parameter changes", "Redis OSS 7 parameter
-changes" and "Redis OSS 2.8.x ... list parameters"; list-compress-depth and list-max-ziplist-size /
-list-max-listpack-size are modifiable and take effect without a reboot).
+- `maxmemory-policy`: modifiable in every family, applied immediately; ElastiCache's default is
+  `volatile-lru`.
+- `list-compress-depth`: added in 3.2.4, modifiable (allowed 0 and up), applied immediately; none of
+  the later sections (Redis OSS 7, Valkey 7.2, 8.0, 8.1, 8.2, 9.0) removes it, and each family inherits
+  the parameters of the one before it.
+- The list node size is NOT exposed: the page documents only `list-max-ziplist-size`, as
+  "Modifiable: No" (and listed among the parameters removed in Redis OSS 7); `list-max-listpack-size`
+  appears in no ElastiCache table. Nodes keep the engine default of 8 KB (-2), and the sizing model uses
+  the figure measured with that default.
 """
 
 from __future__ import annotations
@@ -19,40 +25,23 @@ MAXMEMORY_POLICY = "noeviction"
 # of a backlog) is LZF-compressed. Measured 2.6x less memory per task (bench/broker_memory.py).
 LIST_COMPRESS_DEPTH = 1
 
-# -5 means list nodes of up to 64 KB: larger nodes compress better (more repetition per node). The
-# measured gain over the default 8 KB (-2) is a further 20 %, at the cost of touching 64 KB per push or
-# pop at the ends, which stay uncompressed.
-LIST_NODE_SIZE = -5
+# Families whose parameter tables list both parameters above as modifiable.
+FAMILIES = ("redis7", "valkey7", "valkey8", "valkey9")
 
 
 def parameter_group_family(engine: str, engine_version: str) -> str:
     """The CacheParameterGroupFamily for an engine and major.minor version, e.g. valkey8, redis7."""
-    major = engine_version.split(".")[0]
-    return f"{engine}{major}"
+    family = f"{engine}{engine_version.split('.', maxsplit=1)[0]}"
+    if family not in FAMILIES:
+        raise ValueError(f"no parameter reference for family {family!r}; known: {', '.join(FAMILIES)}")
+    return family
 
 
-# The list node-size parameter kept its pre-7 name in ElastiCache's Redis OSS 7 family; the Valkey
-# families name it after the listpack encoding.
-_LIST_NODE_SIZE_NAME = {
-    "redis7": "list-max-ziplist-size",
-    "valkey7": "list-max-listpack-size",
-    "valkey8": "list-max-listpack-size",
-}
-
-
-def parameter_values(family: str) -> dict[str, str]:
-    """The parameters set on the broker's group for `family`."""
-    return {
-        "maxmemory-policy": MAXMEMORY_POLICY,
-        "list-compress-depth": str(LIST_COMPRESS_DEPTH),
-        _LIST_NODE_SIZE_NAME[family]: str(LIST_NODE_SIZE),
-    }
+def parameter_values() -> dict[str, str]:
+    """The parameters set on the broker's group (the same in every supported family)."""
+    return {"maxmemory-policy": MAXMEMORY_POLICY, "list-compress-depth": str(LIST_COMPRESS_DEPTH)}
 
 
 def redis_server_settings() -> dict[str, str]:
-    """The same settings as redis-server config directives, for benchmarks and tests on a local server."""
-    return {
-        "maxmemory-policy": MAXMEMORY_POLICY,
-        "list-compress-depth": str(LIST_COMPRESS_DEPTH),
-        "list-max-listpack-size": str(LIST_NODE_SIZE),
-    }
+    """The same settings as redis-server directives, so benchmarks and tests run a broker like ours."""
+    return parameter_values()

@@ -17,11 +17,11 @@ from infra.config import BrokerConfig
 GIB = 1024**3
 MIB = 1024**2
 
-# bench/broker_memory.py, stack list settings, messages of MEASURED_MESSAGE_BYTES as stored.
-MEASURED_MESSAGE_BYTES = 1289
-MEASURED_BYTES_PER_TASK = 415
-# With Redis defaults the same messages took this much; shown in the synth summary for comparison.
-MEASURED_BYTES_PER_TASK_DEFAULTS = 1375
+# `python -m bench.broker_memory` (200,000 tasks, redis-server 7.0) with the stack's parameters
+# (list-compress-depth 1, default 8 KB list nodes): 520.1 B per task for messages of 1,290 B as stored,
+# against 1,373.5 B with Redis defaults. tests/bench checks the bench still agrees with these.
+MEASURED_MESSAGE_BYTES = 1290
+MEASURED_BYTES_PER_TASK = 521
 
 # Memory the engine uses before any task is queued (kombu bindings, client buffers, replication
 # backlog of 1 MB by default, the engine's own structures), rounded up.
@@ -44,16 +44,22 @@ class NodeType:
         return self.maxmemory_bytes * (100 - RESERVED_MEMORY_PERCENT) // 100
 
 
-# Current-generation Graviton node types, smallest first. maxmemory values from the ElastiCache
-# "Node-type specific parameters" table (see infra/broker/parameters.py for the reference).
+# Current-generation Graviton node types by usable memory, smallest first, from the "Valkey (and Redis
+# OSS) node-type specific parameters" tables of the page cited in infra/broker/parameters.py (maxmemory
+# is not modifiable). m7g sizes above large are left out: an r7g of the same price class holds about
+# twice the memory, and a broker needs memory far more than CPU.
 NODE_TYPES: tuple[NodeType, ...] = (
-    NodeType("cache.t4g.micro", 462_422_016, burstable=True),
+    NodeType("cache.t4g.micro", 536_870_912, burstable=True),
     NodeType("cache.t4g.small", 1_471_026_299, burstable=True),
     NodeType("cache.t4g.medium", 3_317_862_236, burstable=True),
     NodeType("cache.m7g.large", 6_854_542_746),
     NodeType("cache.r7g.large", 14_037_181_030),
     NodeType("cache.r7g.xlarge", 28_261_849_702),
     NodeType("cache.r7g.2xlarge", 56_711_183_565),
+    NodeType("cache.r7g.4xlarge", 113_609_865_216),
+    NodeType("cache.r7g.8xlarge", 225_000_375_228),
+    NodeType("cache.r7g.12xlarge", 341_206_346_547),
+    NodeType("cache.r7g.16xlarge", 450_000_750_456),
 )
 
 
@@ -70,8 +76,9 @@ class BrokerSizing:
 
     def summary(self) -> str:
         return (
-            f"{self.node_type} ({self.reason}); predicted {self.predicted_bytes / GIB:.2f} GiB at peak backlog, "
-            f"{self.required_bytes / GIB:.2f} GiB with headroom, {self.usable_bytes / GIB:.2f} GiB usable"
+            f"{self.node_type} ({self.reason}); predicted {self.predicted_bytes / GIB:.2f} GiB at peak "
+            f"backlog, {self.required_bytes / GIB:.2f} GiB with headroom, "
+            f"{self.usable_bytes / GIB:.2f} GiB usable"
         )
 
 
@@ -96,8 +103,9 @@ def size_broker(config: BrokerConfig) -> BrokerSizing:
     predicted = BASELINE_BYTES + config.backlog_tasks * per_task
     required = predicted * (100 + config.headroom_percent) // 100
     numbers = (
-        f"backlog_tasks={config.backlog_tasks:,} x {per_task:,} B/task + {BASELINE_BYTES // MIB} MiB baseline "
-        f"= {predicted / GIB:.2f} GiB, +{config.headroom_percent} % headroom = {required / GIB:.2f} GiB needed"
+        f"backlog_tasks={config.backlog_tasks:,} x {per_task:,} B/task + {BASELINE_BYTES // MIB} MiB "
+        f"baseline = {predicted / GIB:.2f} GiB, +{config.headroom_percent} % headroom = "
+        f"{required / GIB:.2f} GiB needed"
     )
     by_name = {node.name: node for node in NODE_TYPES}
 
@@ -105,7 +113,9 @@ def size_broker(config: BrokerConfig) -> BrokerSizing:
         node = by_name.get(config.node_type)
         if node is None:
             known = ", ".join(by_name)
-            raise SizingError(f"broker.node_type={config.node_type!r} is not a known node type; known: {known}")
+            raise SizingError(
+                f"broker.node_type={config.node_type!r} is not a known node type; known: {known}"
+            )
         if node.usable_bytes < required:
             raise SizingError(
                 f"broker.node_type={node.name!r} holds {node.usable_bytes / GIB:.2f} GiB usable "
@@ -123,7 +133,8 @@ def size_broker(config: BrokerConfig) -> BrokerSizing:
                 per_task,
                 predicted,
                 required,
-                "smallest node holding the backlog" + ("" if config.allow_burstable_nodes else ", non-burstable"),
+                "smallest node holding the backlog"
+                + ("" if config.allow_burstable_nodes else ", non-burstable"),
             )
     largest = candidates[-1]
     raise SizingError(

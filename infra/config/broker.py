@@ -12,27 +12,30 @@ from infra.config.common import RetentionDays
 
 # Engine versions ElastiCache offers for a node-based, cluster-mode-disabled replication group.
 ENGINE_VERSIONS: dict[str, tuple[str, ...]] = {
-    "valkey": ("7.2", "8.0", "8.1"),
+    "valkey": ("7.2", "8.0", "8.1", "8.2", "9.0"),
     "redis": ("7.0", "7.1"),
 }
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _SNAPSHOT_WINDOW = re.compile(r"^(\d{2}):(\d{2})-(\d{2}):(\d{2})$")
-_MAINTENANCE_WINDOW = re.compile(r"^(mon|tue|wed|thu|fri|sat|sun):(\d{2}):(\d{2})-(mon|tue|wed|thu|fri|sat|sun):(\d{2}):(\d{2})$")
+_MAINTENANCE_WINDOW = re.compile(
+    r"^(mon|tue|wed|thu|fri|sat|sun):(\d{2}):(\d{2})-(mon|tue|wed|thu|fri|sat|sun):(\d{2}):(\d{2})$"
+)
 
 
 class BrokerConfig(ConfigModel):
     """The broker the workers and the web app share.
 
-    By default: Valkey 8.1, one primary and one replica in different AZs with automatic failover, TLS
-    and an AUTH token, `noeviction`, list compression, daily snapshots kept one day, and the smallest
-    non-burstable Graviton node that holds `backlog_tasks` with 50 % headroom.
+    By default: Valkey 9.0 (the current major), one primary and one replica in different AZs with
+    automatic failover, TLS and an AUTH token, `noeviction`, list compression, daily snapshots kept
+    one day, and the smallest non-burstable Graviton node that holds `backlog_tasks` with 50 %
+    headroom.
     """
 
     engine: Literal["valkey", "redis"] = Field(
         default="valkey", description="valkey (cheaper per node, wire-compatible) or redis (Redis OSS)."
     )
-    engine_version: str = Field(default="8.1", description="Major.minor; see ENGINE_VERSIONS.")
+    engine_version: str = Field(default="9.0", description="Major.minor; see ENGINE_VERSIONS.")
     backlog_tasks: int = Field(
         gt=0,
         le=1_000_000_000,
@@ -102,7 +105,9 @@ class BrokerConfig(ConfigModel):
     def _snapshot_window(cls, window: str) -> str:
         match = _SNAPSHOT_WINDOW.fullmatch(window)
         if not match:
-            raise ValueError(f"{window!r} is not a daily window; expected hh:mm-hh:mm in UTC, e.g. 03:00-04:00")
+            raise ValueError(
+                f"{window!r} is not a daily window; expected hh:mm-hh:mm in UTC, e.g. 03:00-04:00"
+            )
         start, end = _minutes(*match.groups()[:2]), _minutes(*match.groups()[2:])
         if (end - start) % 1440 < 60:
             raise ValueError(f"{window!r} is shorter than the 60 minutes ElastiCache requires")
@@ -114,7 +119,8 @@ class BrokerConfig(ConfigModel):
         match = _MAINTENANCE_WINDOW.fullmatch(window)
         if not match:
             raise ValueError(
-                f"{window!r} is not a weekly window; expected ddd:hh:mm-ddd:hh:mm in UTC, e.g. sun:04:30-sun:05:30"
+                f"{window!r} is not a weekly window; expected ddd:hh:mm-ddd:hh:mm in UTC, "
+                "e.g. sun:04:30-sun:05:30"
             )
         start, end = _weekly_span(window)
         if (end - start) % (7 * 1440) < 60:
@@ -131,7 +137,9 @@ class BrokerConfig(ConfigModel):
             )
         if self.multi_az and self.replicas == 0:
             raise ValueError("multi_az=true needs replicas >= 1 (got replicas=0): failover needs a replica")
-        if self.snapshot_retention_days > 0 and _windows_overlap(self.snapshot_window, self.maintenance_window):
+        if self.snapshot_retention_days > 0 and _windows_overlap(
+            self.snapshot_window, self.maintenance_window
+        ):
             raise ValueError(
                 f"snapshot_window={self.snapshot_window!r} overlaps maintenance_window="
                 f"{self.maintenance_window!r}; ElastiCache requires them apart"

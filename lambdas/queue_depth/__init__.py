@@ -1,0 +1,1 @@
+"""Queue-depth publisher Lambda: Celery's Redis queue depths and ages as CloudWatch metrics."""

@@ -1,0 +1,125 @@
+"""Queue-depth publisher: Celery's Redis queues as CloudWatch metrics, for scaling and alarms.
+
+Invoked once a minute by an EventBridge schedule (the event is ignored).
+
+Environment (validated at cold start; a bad value fails the init with a message naming it):
+    QUEUES                   comma-separated Celery queue names, each a CloudWatch dimension value.
+    METRIC_NAMESPACE         CloudWatch namespace, `celery_fleet.contract.queue_metrics.namespace(stage)`.
+    BROKER_URL               redis:// or rediss:// URL, used as is (local runs, tests); or all of
+    BROKER_HOST, BROKER_PORT, BROKER_AUTH_SECRET_ARN
+                             the broker's primary endpoint, its port, and the secret holding its AUTH
+                             token (a plain string). TLS with the certificate and host name verified.
+    POLL_INTERVAL_S          optional, default 60: one poll, standard-resolution metrics. 10 (or any
+                             divisor of 60) polls at `start` and then on each 10-second boundary of
+                             the wall clock until the minute ends (6 polls when the schedule fires at
+                             the start of the minute), each publishing high-resolution metrics
+                             (StorageResolution 1) as it is taken, so every 10-second period has one
+                             data point. The function's timeout must cover a minute of polls plus
+                             FINISH_MARGIN_S (90 s is enough).
+
+Each poll reads every queue in one Redis round trip and publishes in one PutMetricData call (more
+only past 1000 items): WaitingTasks and OldestWaitingTaskAge per queue, InFlightTasks once.
+
+A broker that cannot be read: the poll publishes nothing (the metrics go missing rather than drop to
+zero), the error is logged, the remaining polls of the invocation still run, and the invocation then
+fails with BrokerUnavailableError so that Lambda's Errors metric shows it. An EventBridge invocation
+is asynchronous: give the function no retries (retry_attempts=0), since the next scheduled run polls
+again anyway and a retry would overlap it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import boto3  # type: ignore[import-untyped]
+import redis
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities import parameters
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.config import Config  # type: ignore[import-untyped]
+
+from .logic import InvocationReport, run_polls
+from .settings import Settings, SettingsError, load_settings
+
+# Seconds kept free before the function's timeout: a poll against a broker that times out takes up to
+# (1 + 3 retries) x BROKER_TIMEOUT_S, plus a PutMetricData call.
+FINISH_MARGIN_S = 15.0
+BROKER_TIMEOUT_S = 2.0
+# A rotated AUTH token is picked up within this many seconds, without a cold start.
+AUTH_TOKEN_MAX_AGE_S = 300
+
+logger = Logger(service="queue-depth-publisher")
+settings: Settings = load_settings(os.environ)
+cloudwatch = boto3.client(
+    "cloudwatch",
+    config=Config(connect_timeout=5, read_timeout=10, retries={"mode": "standard", "max_attempts": 3}),
+)
+
+
+class BrokerUnavailableError(RuntimeError):
+    """At least one poll of this invocation could not read the broker and published nothing."""
+
+
+def broker_client() -> redis.Redis:
+    """A Redis client for this invocation, not yet connected."""
+    timeouts: dict[str, Any] = {
+        "socket_connect_timeout": BROKER_TIMEOUT_S,
+        "socket_timeout": BROKER_TIMEOUT_S,
+    }
+    if settings.broker_url is not None:
+        return redis.Redis.from_url(settings.broker_url, **timeouts)
+    host, port, secret_arn = settings.broker_host, settings.broker_port, settings.broker_auth_secret_arn
+    if host is None or port is None or secret_arn is None:
+        raise SettingsError("BROKER_HOST, BROKER_PORT and BROKER_AUTH_SECRET_ARN are needed without BROKER_URL")
+    token = parameters.get_secret(secret_arn, max_age=AUTH_TOKEN_MAX_AGE_S)
+    return redis.Redis(
+        host=host,
+        port=port,
+        password=token,
+        ssl=True,
+        ssl_cert_reqs="required",
+        ssl_check_hostname=True,
+        **timeouts,
+    )
+
+
+def _log_broker_error(polled_at: float, error: redis.RedisError) -> None:
+    logger.error(
+        "Broker unreachable: this poll published nothing",
+        extra={"polled_at": polled_at, "queues": list(settings.queues)},
+        exc_info=error,
+    )
+
+
+@logger.inject_lambda_context(log_event=False)
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
+    """Poll the broker (once, or every POLL_INTERVAL_S for a minute) and publish each poll's metrics."""
+    deadline = time.time() + context.get_remaining_time_in_millis() / 1000 - FINISH_MARGIN_S
+    with broker_client() as client:
+        report: InvocationReport = run_polls(
+            redis_client=client,
+            queues=settings.queues,
+            put_metric_data=cloudwatch.put_metric_data,
+            namespace=settings.metric_namespace,
+            interval_s=settings.poll_interval_s,
+            clock=time.time,
+            sleep=time.sleep,
+            deadline=deadline,
+            on_broker_error=_log_broker_error,
+        )
+    summary = {
+        "published_polls": report.published_polls,
+        "failed_polls": report.failed_polls,
+        "skipped_polls": report.skipped_polls,
+        "put_metric_data_calls": report.put_metric_data_calls,
+        "data_points": report.data_points,
+    }
+    logger.info("Queue metrics published", extra=summary)
+    if report.failed_polls:
+        raise BrokerUnavailableError(
+            f"{report.failed_polls} of {report.failed_polls + report.published_polls} polls could not "
+            f"read the broker and published nothing: {report.errors[-1]}"
+        )
+    return summary

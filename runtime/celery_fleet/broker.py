@@ -1,0 +1,51 @@
+"""The broker URL, from the variables the stack gives every worker container.
+
+Standard library only: the queue-depth Lambda may build its Redis URL the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import quote
+
+# Used as is when set: local runs, tests, a broker the stack does not manage.
+BROKER_URL_ENV = "CELERY_FLEET_BROKER_URL"
+# Set by the worker service: the replication group's primary endpoint and port, and the AUTH token
+# that ECS injects from Secrets Manager.
+BROKER_HOST_ENV = "CELERY_FLEET_BROKER_HOST"
+BROKER_PORT_ENV = "CELERY_FLEET_BROKER_PORT"
+BROKER_AUTH_TOKEN_ENV = "CELERY_FLEET_BROKER_AUTH_TOKEN"
+
+MAX_PORT = 65535
+
+
+class BrokerConfigError(ValueError):
+    """The environment does not say where the broker is."""
+
+
+def broker_url_from_env(environ: Mapping[str, str]) -> str:
+    """The Celery broker URL from `environ`.
+
+    `CELERY_FLEET_BROKER_URL` wins when set. Otherwise host, port and AUTH token give
+    `rediss://:TOKEN@HOST:PORT/0?ssl_cert_reqs=required`: TLS, with the server's certificate and host
+    name verified (ElastiCache in-transit encryption), the token URL-quoted since Secrets Manager
+    tokens may hold `@`, `/` or `:`.
+    """
+    url = environ.get(BROKER_URL_ENV, "").strip()
+    if url:
+        return url
+    values = {name: environ.get(name, "").strip() for name in _STACK_VARIABLES}
+    missing = [name for name, value in values.items() if not value]
+    if missing:
+        raise BrokerConfigError(
+            f"broker not configured: {', '.join(missing)} not set. The worker service sets "
+            f"{', '.join(_STACK_VARIABLES)}; for a local run set {BROKER_URL_ENV}=redis://localhost:6379/0."
+        )
+    port = values[BROKER_PORT_ENV]
+    if not port.isdigit() or not 0 < int(port) <= MAX_PORT:
+        raise BrokerConfigError(f"{BROKER_PORT_ENV}={port!r} is not a TCP port (1-{MAX_PORT}).")
+    token = quote(values[BROKER_AUTH_TOKEN_ENV], safe="")
+    return f"rediss://:{token}@{values[BROKER_HOST_ENV]}:{int(port)}/0?ssl_cert_reqs=required"
+
+
+_STACK_VARIABLES = (BROKER_HOST_ENV, BROKER_PORT_ENV, BROKER_AUTH_TOKEN_ENV)

@@ -1,0 +1,266 @@
+"""`configure`: the production settings a fleet worker runs with, and why each is there.
+
+docs/runtime.md explains every value at more length; the comments here say what breaks without it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from celery.app.defaults import DEFAULTS
+from celery.signals import before_task_publish
+
+from celery_fleet.broker import broker_url_from_env
+from celery_fleet.health import DEFAULT_HEALTH_FILE, HEALTH_FILE_ENV
+from celery_fleet.heartbeat import install_heartbeat
+from celery_fleet.publish import PublishStamper
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+# ECS on Fargate sends SIGTERM, then SIGKILL after the container's stopTimeout (120 s at most).
+FARGATE_MAX_STOP_TIMEOUT_S = 120.0
+# Time kept back after the soft shutdown for cancelling what still runs, putting those messages back
+# on their queues, closing the broker connection and reaping the pool's children.
+DEFAULT_SHUTDOWN_MARGIN_S = 30.0
+# Added on top of the longest time a message can stay delivered-but-unacknowledged.
+DEFAULT_VISIBILITY_MARGIN_S = 300.0
+DEFAULT_MAX_TASK_RUNTIME_S = 3600.0
+# As long as RETRY_EXTERNAL's longest back-off (retry_backoff_max).
+DEFAULT_MAX_COUNTDOWN_S = 600.0
+
+# Broker connection health. kombu 5.7 also uses health_check_interval for its own check of the BRPOP
+# connection: a half-open one (ElastiCache failover, NAT timeout) is dropped after
+# brpop_timeout (1 s) + 2 * interval instead of waiting forever.
+HEALTH_CHECK_INTERVAL_S = 10
+# A blocking command (a publish from the API, an ack) on a dead connection fails after this long
+# instead of hanging; BRPOP itself runs in the event loop and is not bound by it.
+SOCKET_TIMEOUT_S = 10.0
+SOCKET_CONNECT_TIMEOUT_S = 5.0
+# Linux keeps an idle TCP connection 2 hours before its first keepalive probe; these notice a
+# vanished peer in about 60 + 3 * 10 s.
+KEEPALIVE_IDLE_S = 60
+KEEPALIVE_INTERVAL_S = 10
+KEEPALIVE_PROBES = 3
+# Connections each process keeps for publishing (kombu's default, stated here because connection
+# counts on the broker must be planned: one pool per API process and per worker child).
+BROKER_POOL_LIMIT = 10
+
+DEFAULT_HEARTBEAT_INTERVAL_S = 10.0
+
+# before_task_publish is process-wide; one uid so a second configure replaces the first handler.
+_PUBLISH_DISPATCH_UID = "celery_fleet.publish"
+
+
+@dataclass(frozen=True)
+class FleetSettings:
+    """What `configure` applied: the Celery settings it wrote and the figures it derived."""
+
+    settings: Mapping[str, Any]
+    visibility_timeout_s: float
+    soft_shutdown_timeout_s: float
+    max_delay_s: float
+    health_file: str | None
+
+
+def configure(
+    app: Celery,
+    *,
+    max_task_runtime_s: float = DEFAULT_MAX_TASK_RUNTIME_S,
+    max_countdown_s: float = DEFAULT_MAX_COUNTDOWN_S,
+    visibility_margin_s: float = DEFAULT_VISIBILITY_MARGIN_S,
+    stop_timeout_s: float = FARGATE_MAX_STOP_TIMEOUT_S,
+    shutdown_margin_s: float = DEFAULT_SHUTDOWN_MARGIN_S,
+    result_backend: str | None = None,
+    task_events: bool = True,
+    redact: Any = None,
+    repr_max_chars: int | None = None,
+    healthcheck: bool = True,
+    heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S,
+    health_file: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> FleetSettings:
+    """Apply celery-fleet's production settings to `app`; call once, where the app is created.
+
+    Behaviour by default:
+
+    * late acknowledgement, requeue when a pool child dies, one message reserved per child;
+    * no result backend (`task_ignore_result`); pass `result_backend=` to keep one, which also turns
+      on `task_track_started`;
+    * every task is killed after `max_task_runtime_s` (1 h) as `task_time_limit`;
+    * the broker's visibility timeout is `max_countdown_s` (600 s) + `max_task_runtime_s` +
+      `visibility_margin_s` (300 s): a message is unacknowledged from delivery through its countdown
+      and its run, and one held longer is delivered again to another worker;
+    * on SIGTERM (with `REMAP_SIGTERM=SIGQUIT` in the container) running tasks get
+      `stop_timeout_s - shutdown_margin_s` (90 s) to finish; what still runs then is put back on
+      its queue before ECS's SIGKILL;
+    * broker URL from the environment (`broker_url_from_env`), reconnecting forever;
+    * every published task carries its send time in the `celery_fleet_sent_at` header; with
+      `repr_max_chars` the `argsrepr`/`kwargsrepr` headers are cut to that many characters;
+    * task outcomes go to stdout as JSON lines (`celery_fleet.events`, `task_events=False` to skip);
+    * the worker touches `health_file` every `heartbeat_interval_s` while it consumes
+      (`celery-fleet-healthcheck` reads it).
+
+    Any Celery setting can be overridden by passing it by name (`worker_prefetch_multiplier=4`);
+    a `broker_transport_options` override is merged key by key over the derived options. Values
+    written here win over what the app set before (including `config_from_object`); a value set on
+    `app.conf` after this call wins over it.
+    """
+    env = os.environ if environ is None else environ
+    _require_positive(
+        max_task_runtime_s=max_task_runtime_s,
+        stop_timeout_s=stop_timeout_s,
+        heartbeat_interval_s=heartbeat_interval_s,
+    )
+    _require_non_negative(
+        max_countdown_s=max_countdown_s,
+        visibility_margin_s=visibility_margin_s,
+        shutdown_margin_s=shutdown_margin_s,
+    )
+    if shutdown_margin_s >= stop_timeout_s:
+        raise ValueError(
+            f"shutdown_margin_s={shutdown_margin_s} leaves no soft shutdown within "
+            f"stop_timeout_s={stop_timeout_s}: use a margin below the stop timeout (default "
+            f"{DEFAULT_SHUTDOWN_MARGIN_S:.0f} s of {FARGATE_MAX_STOP_TIMEOUT_S:.0f} s)."
+        )
+    if repr_max_chars is not None and repr_max_chars < 0:
+        raise ValueError(f"repr_max_chars={repr_max_chars} must be 0 or more (None keeps the reprs).")
+    _reject_unknown_settings(overrides)
+
+    visibility_timeout_s = max_countdown_s + max_task_runtime_s + visibility_margin_s
+    soft_shutdown_timeout_s = stop_timeout_s - shutdown_margin_s
+    transport_options = _transport_options(visibility_timeout_s)
+    transport_options.update(overrides.pop("broker_transport_options", None) or {})
+    _check_overrides_fit(overrides, transport_options, max_task_runtime_s, max_countdown_s)
+
+    settings: dict[str, Any] = {
+        "broker_url": overrides.pop("broker_url", None) or broker_url_from_env(env),
+        # Ack after the task ran, so a worker that dies mid-task leaves the message to be redelivered
+        # (at-least-once): tasks must be idempotent.
+        "task_acks_late": True,
+        # A pool child killed mid-task (max-memory-per-child, the kernel's OOM killer) requeues the
+        # message instead of failing it with WorkerLostError.
+        "task_reject_on_worker_lost": True,
+        # Long tasks: a child that holds a second message delays it behind its current task.
+        "worker_prefetch_multiplier": 1,
+        "task_time_limit": max_task_runtime_s,
+        "task_ignore_result": result_backend is None,
+        "result_backend": result_backend,
+        # STARTED is only visible through a result backend.
+        "task_track_started": result_backend is not None,
+        "worker_soft_shutdown_timeout": soft_shutdown_timeout_s,
+        # Wait the soft shutdown out even with no task running, as Celery recommends for workers
+        # holding ETA tasks; it costs an idle worker the wait on every stop (override to skip it).
+        "worker_enable_soft_shutdown_on_idle": True,
+        "broker_transport_options": transport_options,
+        "broker_connection_retry_on_startup": True,
+        # Reconnect forever: the health check, not a crash loop, decides when a worker is replaced.
+        "broker_connection_max_retries": None,
+        # A late-ack task cannot be acked on a new connection (the delivery belongs to the lost
+        # one), so it would finish and run again after the visibility timeout; cancelling it on
+        # connection loss leaves one complete run, by whichever worker gets it next.
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "broker_pool_limit": BROKER_POOL_LIMIT,
+    }
+    settings.update(overrides)
+    app.conf.update(settings)
+
+    max_delay_s = float(transport_options["visibility_timeout"]) - max_task_runtime_s
+    _connect_publish_stamper(PublishStamper(max_delay_s=max_delay_s, repr_max_chars=repr_max_chars))
+
+    resolved_health_file: str | None = None
+    if healthcheck:
+        resolved_health_file = health_file or env.get(HEALTH_FILE_ENV) or DEFAULT_HEALTH_FILE
+        install_heartbeat(app, path=resolved_health_file, interval_s=heartbeat_interval_s)
+
+    if task_events:
+        # Imported here so that an app running with task_events=False never loads the emitter.
+        from celery_fleet import events  # noqa: PLC0415
+
+        events.install(app, redact=redact)
+
+    return FleetSettings(
+        settings=MappingProxyType(settings),
+        visibility_timeout_s=float(transport_options["visibility_timeout"]),
+        soft_shutdown_timeout_s=float(settings["worker_soft_shutdown_timeout"]),
+        max_delay_s=max_delay_s,
+        health_file=resolved_health_file,
+    )
+
+
+def _transport_options(visibility_timeout_s: float) -> dict[str, Any]:
+    keepalive: dict[int, int] = {}
+    # TCP_KEEPIDLE and friends are Linux (and recent macOS) names; elsewhere the OS defaults apply.
+    for name, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE_S),
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
+        ("TCP_KEEPCNT", KEEPALIVE_PROBES),
+    ):
+        if hasattr(socket, name):
+            keepalive[getattr(socket, name)] = value
+    return {
+        "visibility_timeout": int(visibility_timeout_s),
+        "health_check_interval": HEALTH_CHECK_INTERVAL_S,
+        "socket_keepalive": True,
+        "socket_keepalive_options": keepalive,
+        "socket_timeout": SOCKET_TIMEOUT_S,
+        "socket_connect_timeout": SOCKET_CONNECT_TIMEOUT_S,
+        # One retry of a command that timed out rides through a failover's stall. A timed-out
+        # LPUSH that did reach Redis is then sent twice: one more duplicate under at-least-once.
+        "retry_on_timeout": True,
+    }
+
+
+def _check_overrides_fit(
+    overrides: Mapping[str, Any],
+    transport_options: Mapping[str, Any],
+    max_task_runtime_s: float,
+    max_countdown_s: float,
+) -> None:
+    time_limit = overrides.get("task_time_limit")
+    if time_limit is not None and time_limit > max_task_runtime_s:
+        raise ValueError(
+            f"task_time_limit={time_limit} exceeds max_task_runtime_s={max_task_runtime_s}: the "
+            f"visibility timeout is sized from max_task_runtime_s, so pass max_task_runtime_s="
+            f"{time_limit} instead."
+        )
+    needed = max_task_runtime_s + max_countdown_s
+    visibility = transport_options["visibility_timeout"]
+    if visibility < needed:
+        raise ValueError(
+            f"broker_transport_options visibility_timeout={visibility} is below max_task_runtime_s + "
+            f"max_countdown_s = {needed}: messages would be delivered twice. Leave it out to have it "
+            f"derived, or lower those limits."
+        )
+
+
+def _reject_unknown_settings(overrides: Mapping[str, Any]) -> None:
+    unknown = sorted(name for name in overrides if name not in DEFAULTS)
+    if unknown:
+        raise TypeError(
+            f"configure() got unknown keyword(s) {', '.join(unknown)}: extra keywords must be Celery "
+            f"setting names in lower case (e.g. worker_prefetch_multiplier)."
+        )
+
+
+def _require_positive(**values: float) -> None:
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"{name}={value} must be greater than 0.")
+
+
+def _require_non_negative(**values: float) -> None:
+    for name, value in values.items():
+        if not value >= 0:
+            raise ValueError(f"{name}={value} must be 0 or more.")
+
+
+def _connect_publish_stamper(stamper: PublishStamper) -> None:
+    before_task_publish.disconnect(dispatch_uid=_PUBLISH_DISPATCH_UID)
+    before_task_publish.connect(stamper, weak=False, dispatch_uid=_PUBLISH_DISPATCH_UID)

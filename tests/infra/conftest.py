@@ -1,0 +1,17 @@
+"""Each shipped stage is synthesized once per session; tests read its templates."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support.synth import Synthesized, stage_config, synth
+
+
+@pytest.fixture(scope="session")
+def dev(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    return synth(stage_config("dev"), tmp_path_factory.mktemp("cdk-dev"))
+
+
+@pytest.fixture(scope="session")
+def prod(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    return synth(stage_config("prod"), tmp_path_factory.mktemp("cdk-prod"))

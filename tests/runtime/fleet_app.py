@@ -1,0 +1,87 @@
+"""The Celery app the reliability tests run in real worker processes, configured by celery_fleet.
+
+Each task writes what happened to a ledger: a second redis-server, apart from the broker, standing in
+for the application's database (so a broker restart cannot erase the evidence). Limits come from
+FLEET_TEST_* variables so each test can shrink the production budgets to seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+import redis
+from celery import Celery
+
+import celery_fleet
+from celery_fleet.contract.queue_metrics import SENT_AT_HEADER
+from celery_fleet.publish import eta_delay_s
+
+
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+app = Celery("fleet_app")
+FLEET = celery_fleet.configure(
+    app,
+    max_task_runtime_s=_env_float("FLEET_TEST_MAX_RUNTIME_S", 30),
+    max_countdown_s=_env_float("FLEET_TEST_MAX_COUNTDOWN_S", 10),
+    visibility_margin_s=_env_float("FLEET_TEST_VISIBILITY_MARGIN_S", 5),
+    stop_timeout_s=_env_float("FLEET_TEST_STOP_TIMEOUT_S", 5),
+    shutdown_margin_s=_env_float("FLEET_TEST_SHUTDOWN_MARGIN_S", 2),
+    heartbeat_interval_s=_env_float("FLEET_TEST_HEARTBEAT_INTERVAL_S", 0.5),
+    task_events=os.environ.get("FLEET_TEST_TASK_EVENTS", "0") == "1",
+    # Sweep the unacked set every second (production: every 100 s), so a message left there by a
+    # lost connection comes back within a test's patience once its visibility timeout has passed.
+    broker_transport_options={"unacked_restore_interval": 1, "unacked_restore_throttle": 1},
+)
+
+_ledgers: dict[int, redis.Redis] = {}
+
+
+def ledger() -> redis.Redis:
+    """This process's connection to the ledger (one per pool child, made after the fork)."""
+    pid = os.getpid()
+    if pid not in _ledgers:
+        _ledgers[pid] = redis.Redis.from_url(os.environ["FLEET_TEST_LEDGER_URL"])
+    return _ledgers[pid]
+
+
+def worker_name() -> str:
+    return os.environ.get("FLEET_TEST_WORKER_NAME", socket.gethostname())
+
+
+@app.task(name="fleet.work", bind=True)
+def work(self: Any, seconds: float) -> None:
+    """Records its start (worker, child pid), sleeps, records its completion (worker)."""
+    task_id = self.request.id
+    ledger().rpush(f"started:{task_id}", f"{worker_name()}:{os.getpid()}")
+    time.sleep(seconds)
+    ledger().rpush(f"done:{task_id}", worker_name())
+
+
+class Unavailable(ConnectionError):
+    """A transient failure of a service outside the fleet."""
+
+
+@app.task(
+    name="fleet.flaky",
+    bind=True,
+    autoretry_for=(Unavailable,),
+    retry_backoff=1,
+    retry_backoff_max=3,
+    retry_jitter=True,
+    max_retries=4,
+)
+def flaky(self: Any, failures: int) -> int:
+    """Fails `failures` times, then succeeds; records the delay each retry was published with."""
+    retries = self.request.retries
+    sent_at = getattr(self.request, SENT_AT_HEADER, None)
+    delay = eta_delay_s(self.request.eta, sent_at) if sent_at is not None else None
+    ledger().rpush(f"attempts:{self.request.id}", f"{retries}:{'' if delay is None else delay}")
+    if retries < failures:
+        raise Unavailable(f"attempt {retries} failed on purpose")
+    return retries
