@@ -9,6 +9,7 @@ from aws_cdk import App, Environment, Tags
 from infra.broker import BrokerSizing, size_broker
 from infra.config import StageConfig
 from stacks.stateful import StatefulStack
+from stacks.stateless import StatelessStack
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,7 @@ class StageStacks:
     """The stacks of one stage and the sizing decision behind the broker."""
 
     stateful: StatefulStack
+    stateless: StatelessStack
     sizing: BrokerSizing
 
     def summary(self, config: StageConfig) -> str:
@@ -23,7 +25,8 @@ class StageStacks:
             [
                 f"celery-fleet stage {config.name!r}:",
                 f"  stacks: {self.stateful.stack_name}"
-                + (" (termination protection on)" if self.stateful.termination_protection else ""),
+                + (" (termination protection on)" if self.stateful.termination_protection else "")
+                + f", {self.stateless.stack_name}",
                 f"  broker: {config.broker.engine} {config.broker.engine_version}, "
                 f"{1 + config.broker.replicas} node(s), {self.sizing.summary()}",
             ]
@@ -43,6 +46,15 @@ def build_stage(app: App, config: StageConfig) -> StageStacks:
         env=env,
         description=f"celery-fleet {config.name}: network and Celery broker (stateful)",
     )
-    for key, value in {"celery-fleet:stage": config.name, **config.aws.tags}.items():
-        Tags.of(stateful).add(key, value)
-    return StageStacks(stateful=stateful, sizing=sizing)
+    stateless = StatelessStack(
+        app,
+        f"{prefix}-Stateless",
+        config=config,
+        stateful=stateful,
+        env=env,
+        description=f"celery-fleet {config.name}: Celery workers, queue metrics and monitoring (stateless)",
+    )
+    for stack in (stateful, stateless):
+        for key, value in {"celery-fleet:stage": config.name, **config.aws.tags}.items():
+            Tags.of(stack).add(key, value)
+    return StageStacks(stateful=stateful, stateless=stateless, sizing=sizing)

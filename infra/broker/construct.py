@@ -23,7 +23,7 @@ class Broker(Construct):
     Redis Cluster rejects across slots, so cluster mode stays off and the broker scales up, not out.
 
     Attributes:
-        connections: admit clients with `broker.connections.allow_default_port_from(...)`.
+        connections: the broker's security group; admit clients in other stacks with `admit`.
         endpoint: the primary endpoint address (follows failover).
         port: the broker port, as a number.
         secret: the AUTH token; grant read access to whoever connects.
@@ -161,3 +161,24 @@ class Broker(Construct):
                 "The default port hides nothing from a client inside the VPC; access is limited by "
                 "the security group, TLS and the AUTH token. Set broker.port to change it.",
             )
+
+    def admit(self, client: ec2.IConnectable, description: str) -> None:
+        """Allow `client` to reach the broker port.
+
+        The ingress rule is created beside the client's security group, in the client's stack. With
+        `connections.allow_default_port_from` CDK would put it on the broker's side, making the
+        stateful stack depend on the stateless one (a cycle, and a broker stack that changes whenever
+        a worker group does).
+        """
+        for group in client.connections.security_groups:
+            ec2.CfnSecurityGroupIngress(
+                group,
+                "BrokerIngress",
+                group_id=self.security_group.security_group_id,
+                source_security_group_id=group.security_group_id,
+                ip_protocol="tcp",
+                from_port=self.port,
+                to_port=self.port,
+                description=description,
+            )
+

@@ -14,14 +14,18 @@ from pydantic import Field, ValidationError, model_validator
 from infra.config.aws import AwsConfig
 from infra.config.base import ConfigError, ConfigModel, describe_validation_error
 from infra.config.broker import BrokerConfig
+from infra.config.monitoring import MonitoringConfig
 from infra.config.network import NetworkConfig
+from infra.config.workers import WorkersConfig
 
 __all__ = [
     "AwsConfig",
     "BrokerConfig",
     "ConfigError",
+    "MonitoringConfig",
     "NetworkConfig",
     "StageConfig",
+    "WorkersConfig",
     "config_path",
     "load_stage_config",
     "parse_stage_config",
@@ -42,9 +46,13 @@ class StageConfig(ConfigModel):
         description="Termination protection on the stateful stack (broker, its secret, the VPC). Turn off "
         "only for throwaway stages.",
     )
-    aws: AwsConfig = AwsConfig()
-    network: NetworkConfig = NetworkConfig()
-    broker: BrokerConfig
+    aws: AwsConfig = Field(default=AwsConfig(), description="Account, region, tags: `[aws]`.")
+    network: NetworkConfig = Field(default=NetworkConfig(), description="The VPC: `[network]`.")
+    broker: BrokerConfig = Field(description="The Celery broker: `[broker]`.")
+    workers: WorkersConfig = Field(description="Worker groups and what they share: `[workers]`.")
+    monitoring: MonitoringConfig = Field(
+        default=MonitoringConfig(), description="Task events, alarms, notifications: `[monitoring]`."
+    )
 
     @model_validator(mode="after")
     def _region_bound(self) -> StageConfig:

@@ -35,7 +35,14 @@ class BrokerConfig(ConfigModel):
     engine: Literal["valkey", "redis"] = Field(
         default="valkey", description="valkey (cheaper per node, wire-compatible) or redis (Redis OSS)."
     )
-    engine_version: str = Field(default="9.0", description="Major.minor; see ENGINE_VERSIONS.")
+    engine_version: str = Field(
+        default="9.0",
+        description="Major.minor. valkey: "
+        + ", ".join(ENGINE_VERSIONS["valkey"])
+        + "; redis: "
+        + ", ".join(ENGINE_VERSIONS["redis"])
+        + ".",
+    )
     backlog_tasks: int = Field(
         gt=0,
         le=1_000_000_000,
@@ -77,7 +84,7 @@ class BrokerConfig(ConfigModel):
     multi_az: bool = Field(
         default=True, description="Automatic failover to a replica in another AZ. Needs replicas >= 1."
     )
-    port: int = Field(default=6379, ge=1024, le=65535)
+    port: int = Field(default=6379, ge=1024, le=65535, description="Broker port (TLS only).")
     snapshot_retention_days: int = Field(
         default=1, ge=0, le=35, description="Daily snapshots kept; 0 disables snapshots."
     )
@@ -85,7 +92,9 @@ class BrokerConfig(ConfigModel):
     maintenance_window: str = Field(
         default="sun:04:30-sun:05:30", description="Weekly UTC window, ddd:hh:mm-ddd:hh:mm."
     )
-    slow_log_retention_days: RetentionDays = 30
+    slow_log_retention_days: RetentionDays = Field(
+        default=30, description="Days the engine's slow log is kept in CloudWatch Logs."
+    )
     client_security_group_ids: list[str] = Field(
         default_factory=list,
         description="Security groups of clients outside this app (the web app that enqueues tasks) "

@@ -22,7 +22,9 @@ class NetworkConfig(ConfigModel):
     no AWS lookup at synth.
     """
 
-    vpc_id: str | None = Field(default=None, pattern=r"^vpc-[0-9a-f]{8,17}$")
+    vpc_id: str | None = Field(
+        default=None, pattern=r"^vpc-[0-9a-f]{8,17}$", description="An existing VPC to use instead of creating one."
+    )
     private_subnet_ids: list[str] = Field(default_factory=list, description="Existing VPC only.")
     availability_zones: list[str] = Field(
         default_factory=list,
@@ -37,7 +39,9 @@ class NetworkConfig(ConfigModel):
         description="Created VPC only: NAT gateways (one per AZ survives an AZ outage; one is cheaper). "
         "At least one: Fargate pulls images and writes logs through it.",
     )
-    flow_logs_retention_days: RetentionDays = 30
+    flow_logs_retention_days: RetentionDays = Field(
+        default=30, description="Created VPC only: days of VPC flow logs kept in CloudWatch Logs."
+    )
 
     @field_validator("private_subnet_ids")
     @classmethod

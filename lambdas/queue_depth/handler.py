@@ -39,14 +39,18 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config  # type: ignore[import-untyped]
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
 
 from .logic import InvocationReport, run_polls
 from .settings import Settings, SettingsError, load_settings
 
-# Seconds kept free before the function's timeout: a poll against a broker that times out takes up to
-# (1 + 3 retries) x BROKER_TIMEOUT_S, plus a PutMetricData call.
-FINISH_MARGIN_S = 15.0
+# A broker that does not answer costs a poll at most (1 + BROKER_RETRIES) x BROKER_TIMEOUT_S plus
+# about a second of back-off: redis-py's default (10 retries) would take half a minute.
 BROKER_TIMEOUT_S = 2.0
+BROKER_RETRIES = 2
+# Seconds kept free before the function's timeout for the last poll and its PutMetricData call.
+FINISH_MARGIN_S = 15.0
 # A rotated AUTH token is picked up within this many seconds, without a cold start.
 AUTH_TOKEN_MAX_AGE_S = 300
 
@@ -67,12 +71,13 @@ def broker_client() -> redis.Redis:
     timeouts: dict[str, Any] = {
         "socket_connect_timeout": BROKER_TIMEOUT_S,
         "socket_timeout": BROKER_TIMEOUT_S,
+        "retry": Retry(ExponentialWithJitterBackoff(base=0.1, cap=1.0), retries=BROKER_RETRIES),
     }
     if settings.broker_url is not None:
         return redis.Redis.from_url(settings.broker_url, **timeouts)
     host, port, secret_arn = settings.broker_host, settings.broker_port, settings.broker_auth_secret_arn
     if host is None or port is None or secret_arn is None:
-        raise SettingsError("BROKER_HOST, BROKER_PORT and BROKER_AUTH_SECRET_ARN are needed without BROKER_URL")
+        raise SettingsError("set BROKER_URL, or BROKER_HOST, BROKER_PORT and BROKER_AUTH_SECRET_ARN")
     token = parameters.get_secret(secret_arn, max_age=AUTH_TOKEN_MAX_AGE_S)
     return redis.Redis(
         host=host,
@@ -116,7 +121,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
         "put_metric_data_calls": report.put_metric_data_calls,
         "data_points": report.data_points,
     }
-    logger.info("Queue metrics published", extra=summary)
+    logger.info("Polls finished", extra=summary)
     if report.failed_polls:
         raise BrokerUnavailableError(
             f"{report.failed_polls} of {report.failed_polls + report.published_polls} polls could not "

@@ -23,6 +23,8 @@ from celery_fleet.publish import PublishStamper
 if TYPE_CHECKING:
     from celery import Celery
 
+    from celery_fleet.events import Redact
+
 # ECS on Fargate sends SIGTERM, then SIGKILL after the container's stopTimeout (120 s at most).
 FARGATE_MAX_STOP_TIMEOUT_S = 120.0
 # Time kept back after the soft shutdown for cancelling what still runs, putting those messages back
@@ -78,7 +80,7 @@ def configure(
     shutdown_margin_s: float = DEFAULT_SHUTDOWN_MARGIN_S,
     result_backend: str | None = None,
     task_events: bool = True,
-    redact: Any = None,
+    redact: Redact | None = None,
     repr_max_chars: int | None = None,
     healthcheck: bool = True,
     heartbeat_interval_s: float = DEFAULT_HEARTBEAT_INTERVAL_S,
@@ -103,7 +105,8 @@ def configure(
     * broker URL from the environment (`broker_url_from_env`), reconnecting forever;
     * every published task carries its send time in the `celery_fleet_sent_at` header; with
       `repr_max_chars` the `argsrepr`/`kwargsrepr` headers are cut to that many characters;
-    * task outcomes go to stdout as JSON lines (`celery_fleet.events`, `task_events=False` to skip);
+    * task outcomes go to stdout as JSON lines (`celery_fleet.events`, `task_events=False` to skip),
+      failed tasks' arguments passed through `redact` first;
     * the worker touches `health_file` every `heartbeat_interval_s` while it consumes
       (`celery-fleet-healthcheck` reads it).
 

@@ -18,6 +18,7 @@ from celery import Celery
 import celery_fleet
 from celery_fleet.contract.queue_metrics import SENT_AT_HEADER
 from celery_fleet.publish import eta_delay_s
+from tests.runtime.workers import FLAKY_RETRY
 
 
 def _env_float(name: str, default: float) -> float:
@@ -33,7 +34,6 @@ FLEET = celery_fleet.configure(
     stop_timeout_s=_env_float("FLEET_TEST_STOP_TIMEOUT_S", 5),
     shutdown_margin_s=_env_float("FLEET_TEST_SHUTDOWN_MARGIN_S", 2),
     heartbeat_interval_s=_env_float("FLEET_TEST_HEARTBEAT_INTERVAL_S", 0.5),
-    task_events=os.environ.get("FLEET_TEST_TASK_EVENTS", "0") == "1",
     # Sweep the unacked set every second (production: every 100 s), so a message left there by a
     # lost connection comes back within a test's patience once its visibility timeout has passed.
     broker_transport_options={"unacked_restore_interval": 1, "unacked_restore_throttle": 1},
@@ -71,10 +71,7 @@ class Unavailable(ConnectionError):
     name="fleet.flaky",
     bind=True,
     autoretry_for=(Unavailable,),
-    retry_backoff=1,
-    retry_backoff_max=3,
-    retry_jitter=True,
-    max_retries=4,
+    **FLAKY_RETRY,
 )
 def flaky(self: Any, failures: int) -> int:
     """Fails `failures` times, then succeeds; records the delay each retry was published with."""

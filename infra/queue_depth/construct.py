@@ -1,0 +1,147 @@
+"""A scheduled Lambda in the VPC that publishes queue depth, in-flight count and oldest-task age."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from constructs import Construct
+
+from celery_fleet.contract import queue_metrics
+from infra.broker import Broker
+from infra.functions import ARCHITECTURE, RUNTIME, function_log_group, powertools_layer
+from infra.lambda_code import lambda_package
+from infra.nag import acknowledge
+
+
+class QueueDepthPublisher(Construct):
+    """Polls the broker every minute (or every 10 s within each minute) and publishes queue metrics.
+
+    Queue names come from config, never from worker discovery, so a queue nobody consumes yet (a
+    group scaled to zero) is still measured and can start its workers. One invocation at a time:
+    a slow broker delays the next poll instead of stacking connections on it.
+
+    Attributes:
+        function: the Lambda; its Errors metric is the "publisher failing" signal.
+        namespace: the CloudWatch namespace the metrics go to.
+        period: the metrics' resolution (1 minute, or 10 seconds).
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        vpc: ec2.IVpc,
+        subnets: ec2.SubnetSelection,
+        broker: Broker,
+        queues: list[str],
+        namespace: str,
+        high_resolution: bool,
+        log_retention_days: int,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.namespace = namespace
+        poll_interval_s = queue_metrics.HIGH_RESOLUTION_PERIOD_S if high_resolution else 60
+        self.period = Duration.seconds(poll_interval_s)
+
+        self.function = lambda_.Function(
+            self,
+            "Function",
+            description="celery-fleet: publishes Celery queue depth, in-flight count and oldest-task age",
+            runtime=RUNTIME,
+            architecture=ARCHITECTURE,
+            handler="queue_depth.handler.handler",
+            code=lambda_package("queue_depth", dependencies=("redis",)),
+            layers=[powertools_layer(self, "Powertools")],
+            memory_size=256,
+            # High resolution polls six times within one invocation; it must end before the next one.
+            timeout=Duration.seconds(58 if high_resolution else 30),
+            reserved_concurrent_executions=1,
+            # A missed poll is replaced by the next one a minute later; a retry would only publish late.
+            retry_attempts=0,
+            vpc=vpc,
+            vpc_subnets=subnets,
+            allow_all_outbound=True,
+            log_group=function_log_group(self, "Logs", retention_days=log_retention_days),
+            environment={
+                "QUEUES": ",".join(queues),
+                "METRIC_NAMESPACE": namespace,
+                "BROKER_HOST": broker.endpoint,
+                "BROKER_PORT": str(broker.port),
+                "BROKER_AUTH_SECRET_ARN": broker.secret.secret_arn,
+                "POLL_INTERVAL_S": str(poll_interval_s),
+                "POWERTOOLS_SERVICE_NAME": "queue-depth-publisher",
+            },
+        )
+        broker.secret.grant_read(self.function)
+        broker.admit(self.function, "Queue-depth publisher")
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:PutMetricData"],
+                # PutMetricData has no resource-level permissions; the namespace condition is the scope.
+                resources=["*"],
+                conditions={"StringEquals": {"cloudwatch:namespace": namespace}},
+            )
+        )
+
+        self.schedule = events.Rule(
+            self,
+            "Schedule",
+            description="Every minute: poll the Celery broker's queues",
+            schedule=events.Schedule.rate(Duration.minutes(1)),
+            targets=[targets.LambdaFunction(self.function, retry_attempts=0)],
+        )
+
+        role = self.function.role
+        assert role is not None
+        acknowledge(
+            role,
+            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole]",
+            "AWS's managed policy for VPC-attached Lambdas: creating and deleting the function's network "
+            "interfaces and writing its logs; nothing else.",
+        )
+        acknowledge(
+            role,
+            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
+            "AWS's managed policy for writing the function's own logs.",
+        )
+        acknowledge(
+            role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "cloudwatch:PutMetricData supports no resource ARN; the statement is limited to this stage's "
+            "namespace by the cloudwatch:namespace condition.",
+        )
+
+    def waiting_metric(self, queue: str, *, statistic: str = "Maximum") -> cloudwatch.Metric:
+        """Tasks waiting in `queue` (its list plus priority siblings)."""
+        return cloudwatch.Metric(
+            namespace=self.namespace,
+            metric_name=queue_metrics.WAITING_TASKS,
+            dimensions_map={queue_metrics.QUEUE_DIMENSION: queue},
+            statistic=statistic,
+            period=Duration.minutes(1),
+        )
+
+    def oldest_age_metric(self, queue: str) -> cloudwatch.Metric:
+        """Age in seconds of the oldest waiting task of `queue`; no data when empty."""
+        return cloudwatch.Metric(
+            namespace=self.namespace,
+            metric_name=queue_metrics.OLDEST_TASK_AGE,
+            dimensions_map={queue_metrics.QUEUE_DIMENSION: queue},
+            statistic="Maximum",
+            period=Duration.minutes(1),
+        )
+
+    def in_flight_metric(self) -> cloudwatch.Metric:
+        """Tasks delivered to workers and not yet acknowledged, broker-wide."""
+        return cloudwatch.Metric(
+            namespace=self.namespace,
+            metric_name=queue_metrics.IN_FLIGHT_TASKS,
+            statistic="Maximum",
+            period=Duration.minutes(1),
+        )

@@ -1,0 +1,5 @@
+"""Task-event monitoring: worker event lines into metrics and a searchable failed-task log."""
+
+from infra.task_events.construct import TaskEventIngester
+
+__all__ = ["TaskEventIngester"]

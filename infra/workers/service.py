@@ -1,0 +1,151 @@
+"""One worker group: a Fargate service of Celery workers consuming the group's queues."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from infra.broker import Broker
+from infra.config.workers import FARGATE_MAX_STOP_TIMEOUT_S, WorkerGroupConfig
+from infra.nag import acknowledge
+
+# What celery_fleet.configure and the image read (runtime/celery_fleet/broker.py, settings.py).
+BROKER_HOST_ENV = "CELERY_FLEET_BROKER_HOST"
+BROKER_PORT_ENV = "CELERY_FLEET_BROKER_PORT"
+BROKER_AUTH_TOKEN_ENV = "CELERY_FLEET_BROKER_AUTH_TOKEN"
+MAX_TASK_RUNTIME_ENV = "CELERY_FLEET_MAX_TASK_RUNTIME_S"
+
+
+def worker_command(app_module: str, name: str, config: WorkerGroupConfig) -> list[str]:
+    """`celery worker` with the group's options, as the container's command."""
+    command = ["celery", "-A", app_module, "worker", "--loglevel=INFO", f"--hostname={name}@%h"]
+    command += ["--queues", ",".join(config.queues), "--pool", config.pool]
+    if config.autoscale is not None:
+        high, low = config.autoscale
+        command.append(f"--autoscale={high},{low}")
+    else:
+        command.append(f"--concurrency={config.concurrency}")
+    if config.max_memory_per_child_mib is not None:
+        command.append(f"--max-memory-per-child={config.max_memory_per_child_mib * 1024}")
+    if config.max_tasks_per_child is not None:
+        command.append(f"--max-tasks-per-child={config.max_tasks_per_child}")
+    command.append(f"--time-limit={config.time_limit_s}")
+    if config.soft_time_limit_s is not None:
+        command.append(f"--soft-time-limit={config.soft_time_limit_s}")
+    command.append(f"--prefetch-multiplier={config.prefetch_multiplier}")
+    # No gossip, mingle or worker heartbeats: broadcast chatter that grows with the fleet, used only by
+    # Celery's event monitors. Task outcomes reach monitoring through celery_fleet's event lines.
+    command += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+    return command
+
+
+class WorkerService(Construct):
+    """A Fargate service running `celery worker` for one group's queues.
+
+    By default each task gets the group's cpu and memory on the configured architecture, the broker
+    token as an ECS secret, 120 s between SIGTERM and SIGKILL (Fargate's maximum) with SIGTERM
+    remapped to Celery's soft shutdown so running tasks finish or are requeued, a container health
+    check that fails when the worker stops consuming, a deployment circuit breaker that rolls back,
+    and logs in the fleet's log group.
+
+    Attributes:
+        service, task_definition, container: the ECS resources.
+        connections: the workers' security group.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        name: str,
+        cluster: ecs.ICluster,
+        subnets: ec2.SubnetSelection,
+        image: ecs.ContainerImage,
+        app_module: str,
+        broker: Broker,
+        log_group: logs.ILogGroup,
+        config: WorkerGroupConfig,
+        longest_time_limit_s: int,
+        exec_enabled: bool,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        arm = config.cpu_architecture == "arm64"
+        self.task_definition = ecs.FargateTaskDefinition(
+            self,
+            "TaskDefinition",
+            cpu=config.cpu,
+            memory_limit_mib=config.memory_mib,
+            runtime_platform=ecs.RuntimePlatform(
+                cpu_architecture=ecs.CpuArchitecture.ARM64 if arm else ecs.CpuArchitecture.X86_64,
+                operating_system_family=ecs.OperatingSystemFamily.LINUX,
+            ),
+        )
+        self.container = self.task_definition.add_container(
+            "Worker",
+            image=image,
+            command=worker_command(app_module, name, config),
+            environment={
+                BROKER_HOST_ENV: broker.endpoint,
+                BROKER_PORT_ENV: str(broker.port),
+                # SIGTERM starts Celery's cold shutdown with its soft-shutdown phase: running tasks get
+                # the soft-shutdown budget, then are requeued at once (billiard reads this at import).
+                "REMAP_SIGTERM": "SIGQUIT",
+                # The longest task any worker may run: celery_fleet derives the visibility timeout
+                # from it, so no running task is ever delivered twice.
+                MAX_TASK_RUNTIME_ENV: str(longest_time_limit_s),
+                "CELERY_FLEET_WORKER_GROUP": name,
+            },
+            secrets={BROKER_AUTH_TOKEN_ENV: ecs.Secret.from_secrets_manager(broker.secret)},
+            logging=ecs.LogDrivers.aws_logs(stream_prefix=name, log_group=log_group),
+            stop_timeout=Duration.seconds(FARGATE_MAX_STOP_TIMEOUT_S),
+            health_check=ecs.HealthCheck(
+                command=["CMD", "celery-fleet-healthcheck"],
+                interval=Duration.seconds(30),
+                timeout=Duration.seconds(10),
+                retries=3,
+                # Imports and the first broker connection can take a while on a cold image.
+                start_period=Duration.seconds(90),
+            ),
+            linux_parameters=ecs.LinuxParameters(self, "Linux", init_process_enabled=True),
+        )
+
+        strategies = [ecs.CapacityProviderStrategy(capacity_provider="FARGATE", base=config.on_demand_base, weight=max(1, 100 - config.spot_percent))]
+        if config.spot_percent > 0:
+            strategies.append(
+                ecs.CapacityProviderStrategy(capacity_provider="FARGATE_SPOT", weight=config.spot_percent)
+            )
+        self.service = ecs.FargateService(
+            self,
+            "Service",
+            cluster=cluster,
+            task_definition=self.task_definition,
+            vpc_subnets=subnets,
+            assign_public_ip=False,
+            capacity_provider_strategies=strategies,
+            circuit_breaker=ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
+            # New workers start before old ones stop: a deploy never drops capacity.
+            min_healthy_percent=100,
+            max_healthy_percent=200,
+            enable_execute_command=exec_enabled,
+            propagate_tags=ecs.PropagatedTagSource.SERVICE,
+        )
+        self.connections = self.service.connections
+        broker.admit(self.service, f"Celery workers ({name})")
+
+        execution_role = self.task_definition.obtain_execution_role()
+        acknowledge(
+            execution_role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "ecr:GetAuthorizationToken, which ECS needs to pull the worker image, supports no resource "
+            "ARN; the pull itself is limited to the image's repository.",
+        )
+        acknowledge(
+            self.task_definition,
+            "AwsSolutions-ECS2",
+            "Only non-secret settings are environment variables (broker host and port, signal remap); the "
+            "AUTH token arrives as an ECS secret from Secrets Manager.",
+        )

@@ -1,0 +1,1 @@
+"""Task-event ingest Lambda: worker task-event lines in, EMF metrics and failed-task records out."""

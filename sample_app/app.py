@@ -1,0 +1,35 @@
+"""The sample worker's Celery app: `celery -A sample_app.app worker` (the module's `app`).
+
+Broker from the environment the worker service sets (or CELERY_FLEET_BROKER_URL locally); every
+production setting from `celery_fleet.configure`.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+import celery_fleet
+
+DEFAULT_QUEUE = "default"
+# Sub-tasks of a request: many and short, on their own queue so that they can be scaled (and
+# watched) apart from the requests that create them.
+BULK_QUEUE = "bulk"
+
+app = Celery("sample_app", include=["sample_app.tasks"])
+app.conf.update(
+    task_default_queue=DEFAULT_QUEUE,
+    task_queues=(Queue(DEFAULT_QUEUE), Queue(BULK_QUEUE)),
+    task_routes={
+        "sample_app.tasks.process_item": {"queue": BULK_QUEUE},
+        "sample_app.tasks.fetch_external": {"queue": BULK_QUEUE},
+    },
+)
+FLEET = celery_fleet.configure(
+    app,
+    # The longest task here is a sub-task of a few seconds; ten minutes is a generous bound that
+    # keeps the visibility timeout (and so the recovery of a crashed worker's tasks) short.
+    max_task_runtime_s=600,
+    # fetch_external backs off for at most retry_backoff_max (RETRY_EXTERNAL: 600 s).
+    max_countdown_s=600,
+)

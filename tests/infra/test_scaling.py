@@ -1,0 +1,117 @@
+"""Worker scaling: out from zero, proportional to backlog per task, in only after a quiet period."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_cdk.assertions import Match
+
+from celery_fleet.contract import queue_metrics
+from infra.workers.scaling import _from_zero_steps
+from tests.support.synth import Synthesized, stage_config
+
+
+def _alarms(stage: Synthesized, marker: str) -> list[dict[str, Any]]:
+    return [
+        a["Properties"]
+        for a in stage.template("stateless").find_resources("AWS::CloudWatch::Alarm").values()
+        if marker in json.dumps(a["Properties"].get("AlarmDescription", ""))
+    ]
+
+
+def test_scalable_target_spans_min_to_max_tasks(prod: Synthesized) -> None:
+    template = prod.template("stateless")
+    for group in stage_config("prod").workers.groups.values():
+        template.has_resource_properties(
+            "AWS::ApplicationAutoScaling::ScalableTarget",
+            {
+                "MinCapacity": group.min_tasks,
+                "MaxCapacity": group.max_tasks,
+                "ScalableDimension": "ecs:service:DesiredCount",
+            },
+        )
+
+
+def test_default_stage_scales_from_zero(dev: Synthesized) -> None:
+    dev.template("stateless").all_resources_properties(
+        "AWS::ApplicationAutoScaling::ScalableTarget", {"MinCapacity": 0}
+    )
+
+
+def test_target_tracking_keeps_backlog_per_running_task_and_never_scales_in(prod: Synthesized) -> None:
+    policies = prod.template("stateless").find_resources(
+        "AWS::ApplicationAutoScaling::ScalingPolicy", {"Properties": {"PolicyType": "TargetTrackingScaling"}}
+    )
+    assert len(policies) == len(stage_config("prod").workers.groups)
+    targets = set()
+    for policy in policies.values():
+        config = policy["Properties"]["TargetTrackingScalingPolicyConfiguration"]
+        assert config["DisableScaleIn"] is True
+        targets.add(config["TargetValue"])
+        metrics = config["CustomizedMetricSpecification"]["Metrics"]
+        returned = [m for m in metrics if m.get("ReturnData")]
+        assert len(returned) == 1
+        assert returned[0]["Expression"].endswith("/ running")
+    assert targets == {100.0, 500.0}
+
+
+def test_scaling_reads_the_publishers_metric_names_and_namespace(prod: Synthesized) -> None:
+    policy = next(
+        iter(
+            prod.template("stateless")
+            .find_resources("AWS::ApplicationAutoScaling::ScalingPolicy", {"Properties": {"PolicyType": "TargetTrackingScaling"}})
+            .values()
+        )
+    )
+    metrics = policy["Properties"]["TargetTrackingScalingPolicyConfiguration"]["CustomizedMetricSpecification"]["Metrics"]
+    waiting = [m["MetricStat"]["Metric"] for m in metrics if m["Id"].startswith("w")]
+    assert waiting
+    for metric in waiting:
+        assert metric["Namespace"] == queue_metrics.namespace("prod")
+        assert metric["MetricName"] == queue_metrics.WAITING_TASKS
+        assert metric["Dimensions"][0]["Name"] == queue_metrics.QUEUE_DIMENSION
+
+
+def test_from_zero_alarm_fires_on_the_first_minute_of_backlog_without_workers(prod: Synthesized) -> None:
+    alarms = _alarms(prod, "while none of its workers runs")
+    assert len(alarms) == 2
+    for alarm in alarms:
+        assert alarm["EvaluationPeriods"] == 1
+        assert alarm["Threshold"] == 0
+        assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+        assert alarm["TreatMissingData"] == "notBreaching"
+        expression = next(m["Expression"] for m in alarm["Metrics"] if "Expression" in m)
+        assert expression.startswith("IF(FILL(running, 0) < 1, ")
+
+
+def test_idle_alarm_waits_for_the_quiet_period_with_nothing_waiting_or_in_flight(prod: Synthesized) -> None:
+    alarms = _alarms(prod, "have been empty")
+    assert len(alarms) == 2
+    for alarm in alarms:
+        assert alarm["EvaluationPeriods"] == 15
+        assert alarm["DatapointsToAlarm"] == 15
+        assert alarm["ComparisonOperator"] == "LessThanOrEqualToThreshold"
+        # A publisher that stops reporting must not look like an empty queue.
+        assert alarm["TreatMissingData"] == "notBreaching"
+        expression = next(m["Expression"] for m in alarm["Metrics"] if "Expression" in m)
+        assert expression.endswith("+ inflight")
+
+
+def test_scale_in_sets_the_group_to_its_minimum(prod: Synthesized) -> None:
+    prod.template("stateless").has_resource_properties(
+        "AWS::ApplicationAutoScaling::ScalingPolicy",
+        {
+            "PolicyType": "StepScaling",
+            "StepScalingPolicyConfiguration": Match.object_like(
+                {"AdjustmentType": "ExactCapacity", "StepAdjustments": [{"MetricIntervalUpperBound": 0, "ScalingAdjustment": 1}]}
+            ),
+        },
+    )
+
+
+def test_from_zero_steps_grow_with_the_backlog_and_respect_max() -> None:
+    group = stage_config("prod").workers.groups["default"]
+    assert _from_zero_steps(group) == [(0, 100, 1), (100, 400, 2), (400, None, 4)]
+    small = group.model_copy(update={"max_tasks": 1})
+    assert _from_zero_steps(small) == [(0, None, 1)]
