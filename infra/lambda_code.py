@@ -25,7 +25,9 @@ _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "requirements.txt", "te
 def _package_dir(name: str) -> Path:
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"{name} is not installed in the synth environment (pip install -r requirements.txt)")
+        raise RuntimeError(
+            f"{name} is not installed in the synth environment (pip install -r requirements.txt)"
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 

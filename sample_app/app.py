@@ -6,10 +6,8 @@ production setting from `celery_fleet.configure`.
 
 from __future__ import annotations
 
-from celery import Celery
-from kombu import Queue
-
 import celery_fleet
+from celery import Celery
 
 DEFAULT_QUEUE = "default"
 # Sub-tasks of a request: many and short, on their own queue so that they can be scaled (and
@@ -19,7 +17,6 @@ BULK_QUEUE = "bulk"
 app = Celery("sample_app", include=["sample_app.tasks"])
 app.conf.update(
     task_default_queue=DEFAULT_QUEUE,
-    task_queues=(Queue(DEFAULT_QUEUE), Queue(BULK_QUEUE)),
     task_routes={
         "sample_app.tasks.process_item": {"queue": BULK_QUEUE},
         "sample_app.tasks.fetch_external": {"queue": BULK_QUEUE},

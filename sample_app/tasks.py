@@ -7,8 +7,8 @@ import zlib
 from typing import Any
 
 from celery import group
-
 from celery_fleet import RETRY_EXTERNAL
+
 from sample_app.app import app
 
 MIN_ITEMS = 10
@@ -17,11 +17,11 @@ MAX_ITEMS = 20
 MAX_FAILURES = 3
 
 
-class ServiceUnavailable(ConnectionError):
+class ServiceUnavailableError(ConnectionError):
     """The outside service answered 503 or not at all: worth retrying later."""
 
 
-@app.task
+@app.task  # type: ignore[untyped-decorator]  # Celery has no type hints
 def handle_request(request_id: str, n_items: int) -> dict[str, Any]:
     """What an API call starts: one sub-task per item, sent together as a group."""
     if not MIN_ITEMS <= n_items <= MAX_ITEMS:
@@ -31,13 +31,13 @@ def handle_request(request_id: str, n_items: int) -> dict[str, Any]:
     return {"request_id": request_id, "items": n_items}
 
 
-@app.task
+@app.task  # type: ignore[untyped-decorator]
 def process_item(request_id: str, item: int) -> str:
     """A short, deterministic piece of work: the item's digest (a retry gives the same answer)."""
     return hashlib.sha256(f"{request_id}:{item}".encode()).hexdigest()[:16]
 
 
-@app.task(bind=True, **{**RETRY_EXTERNAL, "autoretry_for": (ServiceUnavailable,)})
+@app.task(bind=True, **{**RETRY_EXTERNAL, "autoretry_for": (ServiceUnavailableError,)})  # type: ignore[untyped-decorator]
 def fetch_external(self: Any, url: str) -> dict[str, Any]:
     """Fetch `url` from a service that fails now and then; Celery retries it with back-off.
 
@@ -46,7 +46,7 @@ def fetch_external(self: Any, url: str) -> dict[str, Any]:
     """
     attempt = self.request.retries
     if attempt < failures_before_success(url):
-        raise ServiceUnavailable(f"{url}: service unavailable (attempt {attempt + 1})")
+        raise ServiceUnavailableError(f"{url}: service unavailable (attempt {attempt + 1})")
     return {"url": url, "attempts": attempt + 1, "status": 200}
 
 

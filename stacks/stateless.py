@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from aws_cdk import Stack
+from celery_fleet.contract import queue_metrics
 from constructs import Construct
 
-from celery_fleet.contract import queue_metrics
 from infra.config import StageConfig
+from infra.monitoring import Monitoring
 from infra.queue_depth import QueueDepthPublisher
 from infra.task_events import TaskEventIngester
 from infra.workers import WorkerFleet
@@ -19,7 +20,13 @@ class StatelessStack(Stack):
     """Everything that can be destroyed and redeployed without losing a queued task."""
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, config: StageConfig, stateful: StatefulStack, **kwargs: Any
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: StageConfig,
+        stateful: StatefulStack,
+        **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         network, broker = stateful.network, stateful.broker
@@ -53,4 +60,17 @@ class StatelessStack(Stack):
             namespace=namespace,
             failed_tasks_retention_days=config.monitoring.failed_tasks_retention_days,
             log_retention_days=config.workers.log_retention_days,
+        )
+        self.monitoring = Monitoring(
+            self,
+            "Monitoring",
+            stage=config.name,
+            config=config.monitoring,
+            namespace=namespace,
+            broker=broker,
+            broker_replicas=config.broker.replicas,
+            fleet=self.fleet,
+            groups=config.workers.groups,
+            publisher=self.queue_depth,
+            ingester=self.task_events,
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_elasticache as elasticache
@@ -172,7 +174,7 @@ class Broker(Construct):
         """
         for group in client.connections.security_groups:
             ec2.CfnSecurityGroupIngress(
-                group,
+                cast(Construct, group),
                 "BrokerIngress",
                 group_id=self.security_group.security_group_id,
                 source_security_group_id=group.security_group_id,
@@ -181,4 +183,3 @@ class Broker(Construct):
                 to_port=self.port,
                 description=description,
             )
-

@@ -7,7 +7,9 @@ and raises `ConfigError` listing every problem with its field path, the bad valu
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -98,7 +100,7 @@ def load_stage_config(path: Path) -> StageConfig:
     return parse_stage_config(raw, source=source)
 
 
-def parse_stage_config(raw: dict[str, object], *, source: str = "<config>") -> StageConfig:
+def parse_stage_config(raw: Mapping[str, Any], *, source: str = "<config>") -> StageConfig:
     """Validate an already-parsed stage document."""
     try:
         return StageConfig.model_validate(raw)

@@ -23,7 +23,9 @@ class NetworkConfig(ConfigModel):
     """
 
     vpc_id: str | None = Field(
-        default=None, pattern=r"^vpc-[0-9a-f]{8,17}$", description="An existing VPC to use instead of creating one."
+        default=None,
+        pattern=r"^vpc-[0-9a-f]{8,17}$",
+        description="An existing VPC to use instead of creating one.",
     )
     private_subnet_ids: list[str] = Field(default_factory=list, description="Existing VPC only.")
     availability_zones: list[str] = Field(

@@ -32,7 +32,9 @@ _QUEUE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
 def _check_fargate_size(cpu: int, memory_mib: int) -> None:
     allowed = FARGATE_MEMORY_MIB.get(cpu)
     if allowed is None:
-        raise ValueError(f"cpu={cpu} is not a Fargate size; allowed: {', '.join(map(str, FARGATE_MEMORY_MIB))}")
+        raise ValueError(
+            f"cpu={cpu} is not a Fargate size; allowed: {', '.join(map(str, FARGATE_MEMORY_MIB))}"
+        )
     if memory_mib not in allowed:
         step = allowed[-1] - allowed[-2]
         raise ValueError(
@@ -56,7 +58,9 @@ class WorkerImageConfig(ConfigModel):
         description="Name of an ECR repository in the stage's account and region holding your image.",
     )
     tag: str | None = Field(
-        default=None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", description="Image tag in ecr_repository."
+        default=None,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$",
+        description="Image tag in ecr_repository.",
     )
     app_module: str = Field(
         default="sample_app.app",
@@ -75,7 +79,9 @@ class WorkerImageConfig(ConfigModel):
                 f"ecr_repository={self.ecr_repository!r} and tag={self.tag!r}: give both or neither"
             )
         if self.directory is not None and not (Path(self.directory) / self.dockerfile).is_file():
-            raise ValueError(f"directory={self.directory!r} has no {self.dockerfile} (looked from {Path.cwd()})")
+            raise ValueError(
+                f"directory={self.directory!r} has no {self.dockerfile} (looked from {Path.cwd()})"
+            )
         return self
 
     @property
@@ -110,24 +116,34 @@ class WorkerGroupConfig(ConfigModel):
     max_tasks_per_child: int | None = Field(
         default=1000, ge=1, description="Recycle a pool child after this many tasks; unset never."
     )
-    time_limit_s: int = Field(default=1800, ge=1, le=86_400, description="Hard kill of a task (--time-limit).")
+    time_limit_s: int = Field(
+        default=1800, ge=1, le=86_400, description="Hard kill of a task (--time-limit)."
+    )
     soft_time_limit_s: int | None = Field(
         default=1500, ge=1, description="SoftTimeLimitExceeded raised in the task first (--soft-time-limit)."
     )
     prefetch_multiplier: int = Field(default=1, ge=1, le=100, description="Messages reserved per process.")
-    min_tasks: int = Field(default=0, ge=0, le=1000, description="Fewest running worker tasks; 0 scales to zero.")
+    min_tasks: int = Field(
+        default=0, ge=0, le=1000, description="Fewest running worker tasks; 0 scales to zero."
+    )
     max_tasks: int = Field(default=10, ge=1, le=1000, description="Most running worker tasks.")
     backlog_per_task: int = Field(
         default=100, ge=1, description="Waiting tasks one worker task is expected to absorb (scaling target)."
     )
     scale_in_quiet_minutes: int = Field(
-        default=15, ge=1, le=1440, description="Queues empty (waiting and in flight) this long before scaling in."
+        default=15,
+        ge=1,
+        le=1440,
+        description="Queues empty (waiting and in flight) this long before scaling in.",
     )
     on_demand_base: int = Field(
         default=0, ge=0, description="Worker tasks always placed on regular Fargate before any Spot."
     )
     spot_percent: int = Field(
-        default=0, ge=0, le=100, description="Share of tasks above the base placed on Fargate Spot (x86_64 only)."
+        default=0,
+        ge=0,
+        le=100,
+        description="Share of tasks above the base placed on Fargate Spot (x86_64 only).",
     )
     oldest_task_slo_s: int = Field(
         default=300, ge=10, description="A waiting task older than this is late (alarmed by monitoring)."
@@ -163,7 +179,9 @@ class WorkerGroupConfig(ConfigModel):
         if self.autoscale is not None:
             high, low = self.autoscale
             if not 1 <= low <= high:
-                raise ValueError(f"autoscale={list(self.autoscale)!r} must be [max, min] with 1 <= min <= max")
+                raise ValueError(
+                    f"autoscale={list(self.autoscale)!r} must be [max, min] with 1 <= min <= max"
+                )
             if self.pool != "prefork":
                 raise ValueError(f"autoscale needs pool='prefork' (got pool={self.pool!r})")
         if self.max_memory_per_child_mib is not None and self.max_memory_per_child_mib >= self.memory_mib:

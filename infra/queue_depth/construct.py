@@ -9,9 +9,9 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
+from celery_fleet.contract import queue_metrics
 from constructs import Construct
 
-from celery_fleet.contract import queue_metrics
 from infra.broker import Broker
 from infra.functions import ARCHITECTURE, RUNTIME, function_log_group, powertools_layer
 from infra.lambda_code import lambda_package

@@ -8,9 +8,9 @@ from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_logs_destinations as log_destinations
 from aws_cdk import aws_sqs as sqs
+from celery_fleet.contract.task_events import SUBSCRIPTION_FILTER_PATTERN
 from constructs import Construct
 
-from celery_fleet.contract.task_events import SUBSCRIPTION_FILTER_PATTERN
 from infra.functions import ARCHITECTURE, RUNTIME, function_log_group, powertools_layer
 from infra.lambda_code import lambda_package
 from infra.logs import retention
@@ -27,7 +27,8 @@ QUERIES = {
     "task-history-by-id": (
         "workers",
         f'{_EVENT_LINES} and task_id = "PASTE-TASK-ID"\n'
-        "| fields @timestamp, event, task, queue, worker, retries, runtime_s, queue_wait_s, exc_type, exc_message\n"
+        "| fields @timestamp, event, task, queue, worker, retries, runtime_s, queue_wait_s, exc_type,"
+        " exc_message\n"
         "| sort @timestamp asc",
     ),
     "slowest-tasks": (
@@ -143,4 +144,3 @@ class TaskEventIngester(Construct):
             "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole]",
             "AWS's managed policy for writing the function's own logs.",
         )
-

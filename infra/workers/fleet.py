@@ -12,10 +12,15 @@ from constructs import Construct
 from infra.broker import Broker
 from infra.config.workers import WorkersConfig
 from infra.logs import retention
-from infra.nag import acknowledge
 from infra.workers.image import worker_image
 from infra.workers.scaling import BacklogScaling
-from infra.workers.service import BROKER_AUTH_TOKEN_ENV, BROKER_HOST_ENV, BROKER_PORT_ENV, WorkerService
+from infra.workers.service import (
+    BROKER_AUTH_TOKEN_ENV,
+    BROKER_HOST_ENV,
+    BROKER_PORT_ENV,
+    WorkerService,
+    acknowledge_task_definition,
+)
 
 _PLATFORM = {"arm64": ecr_assets.Platform.LINUX_ARM64, "x86_64": ecr_assets.Platform.LINUX_AMD64}
 
@@ -137,14 +142,11 @@ class WorkerFleet(Construct):
             # Exactly one beat at any time, even during a deploy: the old stops before the new starts.
             min_healthy_percent=0,
             max_healthy_percent=100,
-            capacity_provider_strategies=[ecs.CapacityProviderStrategy(capacity_provider="FARGATE", weight=1)],
+            capacity_provider_strategies=[
+                ecs.CapacityProviderStrategy(capacity_provider="FARGATE", weight=1)
+            ],
             circuit_breaker=ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
         )
         broker.admit(service, "Celery beat")
-        acknowledge(
-            task,
-            "AwsSolutions-ECS2",
-            "Only non-secret settings are environment variables (broker host and port); the AUTH token "
-            "arrives as an ECS secret from Secrets Manager.",
-        )
+        acknowledge_task_definition(task)
         return service

@@ -29,9 +29,9 @@ from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_ecs as ecs
+from celery_fleet.contract import queue_metrics
 from constructs import Construct
 
-from celery_fleet.contract import queue_metrics
 from infra.config.workers import WorkerGroupConfig
 
 
@@ -96,7 +96,8 @@ class BacklogScaling(Construct):
             "FromZeroAlarm",
             alarm_description=(
                 f"Scaling signal, not a page: tasks wait in the queues of worker group {group_name!r} "
-                "while none of its workers runs. Adds workers; target tracking takes over once they run."
+                "while none of its workers runs. Adds workers; target tracking takes over once they run. "
+                "Runbook: docs/runbooks.md#scaling-out-from-zero"
             ),
             metric=cloudwatch.MathExpression(
                 expression=f"IF(FILL(running, 0) < 1, {waiting_sum}, 0)",
@@ -157,7 +158,7 @@ class BacklogScaling(Construct):
             alarm_description=(
                 f"Scaling signal, not a page: the queues of worker group {group_name!r} have been empty "
                 f"(nothing waiting, nothing in flight) for {quiet} minutes. Scales the group to "
-                f"{config.min_tasks} tasks."
+                f"{config.min_tasks} tasks. Runbook: docs/runbooks.md#scaling-in-when-idle"
             ),
             metric=cloudwatch.MathExpression(
                 expression=f"{waiting_sum} + inflight",

@@ -21,7 +21,8 @@ MAX_TASK_RUNTIME_ENV = "CELERY_FLEET_MAX_TASK_RUNTIME_S"
 
 def worker_command(app_module: str, name: str, config: WorkerGroupConfig) -> list[str]:
     """`celery worker` with the group's options, as the container's command."""
-    command = ["celery", "-A", app_module, "worker", "--loglevel=INFO", f"--hostname={name}@%h"]
+    # WARNING: INFO logs two lines per task, and each outcome is already a task-event line.
+    command = ["celery", "-A", app_module, "worker", "--loglevel=WARNING", f"--hostname={name}@%h"]
     command += ["--queues", ",".join(config.queues), "--pool", config.pool]
     if config.autoscale is not None:
         high, low = config.autoscale
@@ -113,7 +114,13 @@ class WorkerService(Construct):
             linux_parameters=ecs.LinuxParameters(self, "Linux", init_process_enabled=True),
         )
 
-        strategies = [ecs.CapacityProviderStrategy(capacity_provider="FARGATE", base=config.on_demand_base, weight=max(1, 100 - config.spot_percent))]
+        strategies = [
+            ecs.CapacityProviderStrategy(
+                capacity_provider="FARGATE",
+                base=config.on_demand_base,
+                weight=max(1, 100 - config.spot_percent),
+            )
+        ]
         if config.spot_percent > 0:
             strategies.append(
                 ecs.CapacityProviderStrategy(capacity_provider="FARGATE_SPOT", weight=config.spot_percent)
@@ -136,16 +143,27 @@ class WorkerService(Construct):
         self.connections = self.service.connections
         broker.admit(self.service, f"Celery workers ({name})")
 
-        execution_role = self.task_definition.obtain_execution_role()
-        acknowledge(
-            execution_role,
-            "AwsSolutions-IAM5[Resource::*]",
-            "ecr:GetAuthorizationToken, which ECS needs to pull the worker image, supports no resource "
-            "ARN; the pull itself is limited to the image's repository.",
-        )
-        acknowledge(
-            self.task_definition,
-            "AwsSolutions-ECS2",
-            "Only non-secret settings are environment variables (broker host and port, signal remap); the "
-            "AUTH token arrives as an ECS secret from Secrets Manager.",
-        )
+        if exec_enabled:
+            acknowledge(
+                self.task_definition.task_role,
+                "AwsSolutions-IAM5[Resource::*]",
+                "ECS Exec (enabled in this stage's config) needs ssmmessages channel actions, which support "
+                "no resource ARN.",
+            )
+        acknowledge_task_definition(self.task_definition)
+
+
+def acknowledge_task_definition(task_definition: ecs.FargateTaskDefinition) -> None:
+    """The cdk-nag findings every celery-fleet task definition has, and why they are accepted."""
+    acknowledge(
+        task_definition.obtain_execution_role(),
+        "AwsSolutions-IAM5[Resource::*]",
+        "ecr:GetAuthorizationToken, which ECS needs to pull the worker image, supports no resource ARN; "
+        "the pull itself is limited to the image's repository.",
+    )
+    acknowledge(
+        task_definition,
+        "AwsSolutions-ECS2",
+        "Only non-secret settings are environment variables (broker host and port, signal remap); the AUTH "
+        "token arrives as an ECS secret from Secrets Manager.",
+    )

@@ -39,8 +39,8 @@ HIGH_RESOLUTION_S = 1
 # PutMetricData accepts at most 1000 metric data items and 1 MB per request.
 MAX_ITEMS_PER_CALL = 1000
 MAX_REQUEST_BYTES = 1_000_000
-# Upper bound on one item's share of the encoded request, its dimension value aside: field names and
-# values of a query-protocol item come to about 400 bytes, and the headers need room too.
+# Upper bound on one item's share of the encoded request, its dimension value aside: about 200 bytes
+# as boto3 sends it (JSON; bench/queue_depth_poll.py), about 400 in the older query protocol.
 _ITEM_OVERHEAD_BYTES = 600
 
 
@@ -62,7 +62,7 @@ def sibling_keys(
     return [queue if step == 0 else f"{queue}{sep}{step}" for step in sorted(set(priority_steps) | {0})]
 
 
-def sent_at(raw_message: bytes | None) -> float | None:
+def sent_at(raw_message: bytes | str | None) -> float | None:
     """The send-time stamp of a stored kombu message, or None if it is absent or unreadable."""
     if raw_message is None:
         return None
@@ -193,17 +193,19 @@ def publish(put_metric_data: PutMetricData, namespace: str, data: Sequence[dict[
 
 
 def poll_times(start: float, interval_s: int) -> list[float]:
-    """When one invocation polls: at `start`, then at every multiple of `interval_s` on the wall clock
-    until the end of `start`'s minute.
+    """When one invocation polls: at `start`, then on each following multiple of `interval_s` on the
+    wall clock, one poll per period over the minute that begins with `start`'s period.
 
-    An invocation runs once a minute; with `interval_s` = 10 it polls six times, each poll in its own
-    10-second bucket, and the next invocation starts in the next minute, so no bucket gets two polls
-    or none when the schedule fires at the start of each minute. With 60 it polls once.
+    With `interval_s` = 10 that is six polls, each in its own 10-second period, the last at most 50 s
+    after `start`. The schedule invokes once a minute at a steady second (an EventBridge rate fires
+    at the second the rule was created, give or take a few), so the next invocation's first poll
+    falls in the period after this one's last: every period gets a data point whatever that second
+    is. With 60 there is one poll.
     """
-    minute_end = (math.floor(start / 60) + 1) * 60
+    first_period = math.floor(start / interval_s) * interval_s
     times = [start]
-    boundary = (math.floor(start / interval_s) + 1) * interval_s
-    while boundary < minute_end:
+    boundary = first_period + interval_s
+    while boundary < first_period + 60:
         times.append(float(boundary))
         boundary += interval_s
     return times
@@ -219,6 +221,15 @@ class InvocationReport:
     put_metric_data_calls: int = 0
     data_points: int = 0
     errors: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "published_polls": self.published_polls,
+            "failed_polls": self.failed_polls,
+            "skipped_polls": self.skipped_polls,
+            "put_metric_data_calls": self.put_metric_data_calls,
+            "data_points": self.data_points,
+        }
 
 
 def run_polls(

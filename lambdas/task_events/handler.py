@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import boto3  # type: ignore[import-untyped]
+import boto3
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from botocore.config import Config  # type: ignore[import-untyped]
+from botocore.config import Config
 from celery_fleet.contract.task_metrics import MALFORMED_EVENTS
 
 from .logic import FailureLog, ingest

@@ -18,10 +18,10 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from itertools import zip_longest
 from typing import Any, Protocol
 
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.constants import MAX_METRICS
 from aws_lambda_powertools.utilities.parser.models import CloudWatchLogsModel
 from celery_fleet.contract import task_events as te
 from celery_fleet.contract import task_metrics as tm
@@ -37,6 +37,8 @@ MAX_BATCH_EVENTS = 10_000
 MAX_BATCH_SPAN_MS = 24 * 3600 * 1000 - 1
 MAX_EVENT_BYTES = 1_048_576 - EVENT_OVERHEAD_BYTES
 
+# EMF: at most 100 values per metric in one document (Powertools' MAX_METRICS is that limit).
+MAX_VALUES_PER_METRIC = MAX_METRICS
 # EMF timestamps more than 14 days old or 2 hours ahead are dropped by CloudWatch; keep a margin.
 _EMF_MAX_PAST_MS = 14 * 24 * 3600 * 1000 - 3600 * 1000
 _EMF_MAX_FUTURE_MS = 2 * 3600 * 1000 - 60 * 1000
@@ -50,9 +52,7 @@ _SAMPLE_CHARS = 300
 class Log(Protocol):
     """What logic needs of a logger (logging.Logger and Powertools' Logger both fit)."""
 
-    def warning(self, msg: object, *args: object, **kwargs: Any) -> None: ...
-
-    def info(self, msg: object, *args: object, **kwargs: Any) -> None: ...
+    def warning(self, msg: object, *args: object, extra: Mapping[str, object] | None = None) -> None: ...
 
 
 class LogsClient(Protocol):
@@ -102,7 +102,7 @@ class IngestResult:
     malformed: int = 0
     duplicates: int = 0
     failure_records: int = 0
-    metric_groups: int = 0
+    metric_documents: int = 0
     control_message: bool = False
 
     def as_dict(self) -> dict[str, int | bool]:
@@ -111,7 +111,7 @@ class IngestResult:
             "malformed": self.malformed,
             "duplicates": self.duplicates,
             "failure_records": self.failure_records,
-            "metric_groups": self.metric_groups,
+            "metric_documents": self.metric_documents,
             "control_message": self.control_message,
         }
 
@@ -180,7 +180,7 @@ def ingest(
     records = failure_records(events, log_group=batch.log_group, log_stream=batch.log_stream)
     failures.write(records, now_ms=now_ms)
     result.failure_records = len(records)
-    result.metric_groups = publish_metrics(aggregate(events), namespace=namespace, now_ms=now_ms)
+    result.metric_documents = publish_metrics(aggregate(events), namespace=namespace, now_ms=now_ms)
     return result
 
 
@@ -258,29 +258,41 @@ def aggregate(events: Iterable[Event]) -> dict[tuple[str, str, int], Aggregate]:
 def publish_metrics(
     aggregates: Mapping[tuple[str, str, int], Aggregate], *, namespace: str, now_ms: int
 ) -> int:
-    """Print the EMF documents for `aggregates`; returns the number of (task, queue, minute) groups.
+    """Print the EMF documents for `aggregates`; returns how many were printed.
 
-    One document per group, published under both `DIMENSION_SETS`. EMF holds at most 100 values
-    per metric in one document: Powertools prints the document and starts another (same
-    dimensions, counts already out) each time a metric reaches 100 values.
+    One document per (task name, queue, minute), published under both `DIMENSION_SETS`, or more
+    when Runtime or QueueWait has over 100 values: EMF holds at most 100 per metric in a document.
+    Powertools serializes each document; the values are handed to it as whole arrays because its
+    `add_metric` formats the metric's value list into a debug message on every call, which makes
+    adding n values cost O(n^2).
     """
+    documents = 0
     for (task, queue, minute_ms), bucket in sorted(aggregates.items()):
         metrics = EphemeralMetrics(namespace=namespace, service="")
-        metrics.add_dimension(name=tm.TASK_NAME_DIMENSION, value=task)
-        metrics.add_dimension(name=QUEUE_DIMENSION, value=queue)
         metrics.add_dimensions(**{QUEUE_DIMENSION: queue})
         metrics.set_timestamp(_emf_timestamp(minute_ms, now_ms))
-        for event_type, name in tm.COUNT_BY_EVENT.items():
-            metrics.add_metric(name=name, unit=MetricUnit.Count, value=bucket.counts[event_type])
-        # Interleaved, so both arrays fill together and each document carries up to 100 of each.
-        for runtime_s, queue_wait_s in zip_longest(bucket.runtimes_s, bucket.queue_waits_s):
-            if runtime_s is not None:
-                metrics.add_metric(name=tm.RUNTIME, unit=MetricUnit.Seconds, value=runtime_s)
-            if queue_wait_s is not None:
-                metrics.add_metric(name=tm.QUEUE_WAIT, unit=MetricUnit.Seconds, value=queue_wait_s)
-        if metrics.metric_set:
-            metrics.flush_metrics()
-    return len(aggregates)
+        dimensions = {tm.TASK_NAME_DIMENSION: task, QUEUE_DIMENSION: queue}
+        metric_set = {
+            name: _metric(MetricUnit.Count, [float(bucket.counts[event_type])])
+            for event_type, name in tm.COUNT_BY_EVENT.items()
+        }
+        runtimes, queue_waits = bucket.runtimes_s, bucket.queue_waits_s
+        for start in range(0, max(len(runtimes), len(queue_waits), 1), MAX_VALUES_PER_METRIC):
+            end = start + MAX_VALUES_PER_METRIC
+            if runtimes[start:end]:
+                metric_set[tm.RUNTIME] = _metric(MetricUnit.Seconds, runtimes[start:end])
+            if queue_waits[start:end]:
+                metric_set[tm.QUEUE_WAIT] = _metric(MetricUnit.Seconds, queue_waits[start:end])
+            document = metrics.serialize_metric_set(metrics=metric_set, dimensions=dimensions, metadata={})
+            print(json.dumps(document, separators=(",", ":")))
+            documents += 1
+            # The counts go out once, with the first values.
+            metric_set = {}
+    return documents
+
+
+def _metric(unit: MetricUnit, values: list[float]) -> dict[str, Any]:
+    return {"Unit": unit.value, "StorageResolution": 60, "Value": values}
 
 
 def failure_records(events: Iterable[Event], *, log_group: str, log_stream: str) -> list[tuple[int, str]]:

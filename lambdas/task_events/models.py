@@ -48,7 +48,8 @@ class Settings(BaseModel):
 class TaskEventLine(BaseModel):
     """One line of `celery_fleet.contract.task_events`, schema version `SCHEMA_VERSION`."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    # Only keys are worth pydantic's string cache: values (task ids, times) rarely repeat.
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True, cache_strings="keys")
 
     marker: str = Field(alias=te.MARKER_KEY)
     version: int = Field(alias=te.F_VERSION)

@@ -56,6 +56,9 @@ REDACTION_FAILED = "<redaction failed>"
 # Both hard-limit signals come from one pool callback, microseconds apart.
 _DUPLICATE_WINDOW_S = 1.0
 _RECENT_MAX = 256
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+# Encoded bytes each of the exception message, args and kwargs may keep when a line is too long.
+_FIELD_SHARE_BYTES = 512
 
 _repr = reprlib.Repr()
 _repr.maxlevel = 3
@@ -459,28 +462,51 @@ class TaskEventEmitter:
 
 
 def encode_line(record: dict[str, Any]) -> bytes:
-    """`record` as one JSON line of at most `MAX_LINE_BYTES` bytes, shortening its long fields."""
+    """`record` as one JSON line of at most `MAX_LINE_BYTES` bytes, shortening its long fields.
+
+    The exception message and the argument reprs are held to their share first; the traceback
+    then gets what room is left, keeping its end.
+    """
     data = _dumps(record)
     if len(data) < te.MAX_LINE_BYTES:
         return data + b"\n"
-    for key, keep_end in (
-        (te.F_TRACEBACK, True),
-        (te.F_ARGS, False),
-        (te.F_KWARGS, False),
-        (te.F_EXC_MESSAGE, False),
-    ):
+    for key in (te.F_EXC_MESSAGE, te.F_ARGS, te.F_KWARGS):
         value = record.get(key)
-        if not isinstance(value, str) or not value:
-            continue
-        # Every character costs at least one byte once encoded, so dropping `excess` characters
-        # (plus room for the mark) saves at least `excess` bytes.
-        excess = len(data) + 1 - te.MAX_LINE_BYTES
-        keep = max(0, len(value) - excess - 8)
-        record[key] = te.truncate_head(value, keep) if keep_end else te.truncate(value, keep)
-        data = _dumps(record)
-        if len(data) < te.MAX_LINE_BYTES:
-            return data + b"\n"
-    raise ValueError(f"task event line of {len(data)} bytes exceeds {te.MAX_LINE_BYTES} with its fields cut")
+        if isinstance(value, str):
+            record[key] = _fit(value, _FIELD_SHARE_BYTES, keep_end=False)
+    traceback = record.get(te.F_TRACEBACK)
+    if isinstance(traceback, str):
+        record[te.F_TRACEBACK] = ""
+        room = te.MAX_LINE_BYTES - 1 - len(_dumps(record))
+        record[te.F_TRACEBACK] = _fit(traceback, max(0, room), keep_end=True)
+    data = _dumps(record)
+    if len(data) >= te.MAX_LINE_BYTES:
+        raise ValueError(
+            f"task event line of {len(data)} bytes exceeds {te.MAX_LINE_BYTES} with its fields cut"
+        )
+    return data + b"\n"
+
+
+def _fit(value: str, max_bytes: int, *, keep_end: bool) -> str:
+    """`value` cut (with a mark) to the longest piece whose JSON encoding takes at most `max_bytes`."""
+
+    def cut(chars: int) -> str:
+        return te.truncate_head(value, chars) if keep_end else te.truncate(value, chars)
+
+    if _encoded_len(value) <= max_bytes:
+        return value
+    low, high = 0, min(len(value), max_bytes)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _encoded_len(cut(middle)) <= max_bytes:
+            low = middle
+        else:
+            high = middle - 1
+    return cut(low)
+
+
+def _encoded_len(value: str) -> int:
+    return len(json.dumps(value, ensure_ascii=True)) - 2
 
 
 def install(app: Any, *, redact: Redact | None = None, stream: TextIO | None = None) -> TaskEventEmitter:
@@ -547,7 +573,7 @@ def _stream_writer(stream: TextIO) -> Callable[[bytes], None]:
 
 def _dumps(record: Mapping[str, Any]) -> bytes:
     # ASCII escapes: the line's byte length is then known exactly and no encoding can fail.
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
+    return _ENCODER.encode(record).encode("ascii")
 
 
 def _event_for_state(state: str | None, exc: BaseException | None) -> EventType | None:
@@ -593,11 +619,11 @@ def _own_request(task: Any, task_id: str) -> Any:
 
 
 def _get(context: Any, key: str) -> Any:
+    # dicts, Mappings and Celery's Context (whose get() reads an attribute) all answer get().
     if context is None:
         return None
-    if isinstance(context, Mapping):
-        return context.get(key)
-    return getattr(context, key, None)
+    get = getattr(context, "get", None)
+    return get(key) if get is not None else getattr(context, key, None)
 
 
 def _queue_wait(context: Any, started_at: float) -> float | None:

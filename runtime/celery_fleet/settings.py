@@ -33,6 +33,8 @@ DEFAULT_SHUTDOWN_MARGIN_S = 30.0
 # Added on top of the longest time a message can stay delivered-but-unacknowledged.
 DEFAULT_VISIBILITY_MARGIN_S = 300.0
 DEFAULT_MAX_TASK_RUNTIME_S = 3600.0
+# Set by the worker service: the longest time limit of any worker group sharing the broker.
+MAX_TASK_RUNTIME_ENV = "CELERY_FLEET_MAX_TASK_RUNTIME_S"
 # As long as RETRY_EXTERNAL's longest back-off (retry_backoff_max).
 DEFAULT_MAX_COUNTDOWN_S = 600.0
 
@@ -73,7 +75,7 @@ class FleetSettings:
 def configure(
     app: Celery,
     *,
-    max_task_runtime_s: float = DEFAULT_MAX_TASK_RUNTIME_S,
+    max_task_runtime_s: float | None = None,
     max_countdown_s: float = DEFAULT_MAX_COUNTDOWN_S,
     visibility_margin_s: float = DEFAULT_VISIBILITY_MARGIN_S,
     stop_timeout_s: float = FARGATE_MAX_STOP_TIMEOUT_S,
@@ -95,10 +97,14 @@ def configure(
     * late acknowledgement, requeue when a pool child dies, one message reserved per child;
     * no result backend (`task_ignore_result`); pass `result_backend=` to keep one, which also turns
       on `task_track_started`;
-    * every task is killed after `max_task_runtime_s` (1 h) as `task_time_limit`;
-    * the broker's visibility timeout is `max_countdown_s` (600 s) + `max_task_runtime_s` +
+    * every task is killed after `max_task_runtime_s` as `task_time_limit` (default: env
+      `CELERY_FLEET_MAX_TASK_RUNTIME_S`, else 1 h; a worker's `--time-limit` wins over it);
+    * the broker's visibility timeout is `max_countdown_s` (600 s) + the longest run +
       `visibility_margin_s` (300 s): a message is unacknowledged from delivery through its countdown
-      and its run, and one held longer is delivered again to another worker;
+      and its run, and one held longer is delivered again to another worker. The longest run is the
+      larger of `max_task_runtime_s` and `CELERY_FLEET_MAX_TASK_RUNTIME_S`, which the stack sets to
+      the longest time limit of any worker group on the broker: every client sweeps the one shared
+      unacked set with its own visibility timeout, so each must cover the longest task of all;
     * on SIGTERM (with `REMAP_SIGTERM=SIGQUIT` in the container) running tasks get
       `stop_timeout_s - shutdown_margin_s` (90 s) to finish; what still runs then is put back on
       its queue before ECS's SIGKILL;
@@ -116,6 +122,9 @@ def configure(
     `app.conf` after this call wins over it.
     """
     env = os.environ if environ is None else environ
+    fleet_runtime_s = _env_seconds(env, MAX_TASK_RUNTIME_ENV)
+    if max_task_runtime_s is None:
+        max_task_runtime_s = fleet_runtime_s or DEFAULT_MAX_TASK_RUNTIME_S
     _require_positive(
         max_task_runtime_s=max_task_runtime_s,
         stop_timeout_s=stop_timeout_s,
@@ -136,11 +145,12 @@ def configure(
         raise ValueError(f"repr_max_chars={repr_max_chars} must be 0 or more (None keeps the reprs).")
     _reject_unknown_settings(overrides)
 
-    visibility_timeout_s = max_countdown_s + max_task_runtime_s + visibility_margin_s
+    longest_run_s = max(max_task_runtime_s, fleet_runtime_s or 0.0)
+    visibility_timeout_s = max_countdown_s + longest_run_s + visibility_margin_s
     soft_shutdown_timeout_s = stop_timeout_s - shutdown_margin_s
     transport_options = _transport_options(visibility_timeout_s)
     transport_options.update(overrides.pop("broker_transport_options", None) or {})
-    _check_overrides_fit(overrides, transport_options, max_task_runtime_s, max_countdown_s)
+    _check_overrides_fit(overrides, transport_options, max_task_runtime_s, longest_run_s, max_countdown_s)
 
     settings: dict[str, Any] = {
         "broker_url": overrides.pop("broker_url", None) or broker_url_from_env(env),
@@ -158,9 +168,11 @@ def configure(
         # STARTED is only visible through a result backend.
         "task_track_started": result_backend is not None,
         "worker_soft_shutdown_timeout": soft_shutdown_timeout_s,
-        # Wait the soft shutdown out even with no task running, as Celery recommends for workers
-        # holding ETA tasks; it costs an idle worker the wait on every stop (override to skip it).
-        "worker_enable_soft_shutdown_on_idle": True,
+        # An idle worker stops at once. Waiting anyway would keep ETA tasks it holds no better: the
+        # wait is a blocking sleep in the signal handler (WorkController.wait_for_soft_shutdown), so
+        # no ETA fires during it, and kombu puts held messages back on their queue when the channel
+        # closes either way (tests/runtime/test_shutdown.py). It would cost every scale-in 90 s.
+        "worker_enable_soft_shutdown_on_idle": False,
         "broker_transport_options": transport_options,
         "broker_connection_retry_on_startup": True,
         # Reconnect forever: the health check, not a crash loop, decides when a worker is replaced.
@@ -174,7 +186,7 @@ def configure(
     settings.update(overrides)
     app.conf.update(settings)
 
-    max_delay_s = float(transport_options["visibility_timeout"]) - max_task_runtime_s
+    max_delay_s = float(transport_options["visibility_timeout"]) - longest_run_s
     _connect_publish_stamper(PublishStamper(max_delay_s=max_delay_s, repr_max_chars=repr_max_chars))
 
     resolved_health_file: str | None = None
@@ -224,6 +236,7 @@ def _check_overrides_fit(
     overrides: Mapping[str, Any],
     transport_options: Mapping[str, Any],
     max_task_runtime_s: float,
+    longest_run_s: float,
     max_countdown_s: float,
 ) -> None:
     time_limit = overrides.get("task_time_limit")
@@ -233,14 +246,27 @@ def _check_overrides_fit(
             f"visibility timeout is sized from max_task_runtime_s, so pass max_task_runtime_s="
             f"{time_limit} instead."
         )
-    needed = max_task_runtime_s + max_countdown_s
+    needed = longest_run_s + max_countdown_s
     visibility = transport_options["visibility_timeout"]
     if visibility < needed:
         raise ValueError(
-            f"broker_transport_options visibility_timeout={visibility} is below max_task_runtime_s + "
-            f"max_countdown_s = {needed}: messages would be delivered twice. Leave it out to have it "
-            f"derived, or lower those limits."
+            f"broker_transport_options visibility_timeout={visibility} is below the longest run "
+            f"({longest_run_s}) + max_countdown_s = {needed}: messages would be delivered twice. Leave "
+            f"it out to have it derived, or lower those limits."
         )
+
+
+def _env_seconds(env: Mapping[str, str], name: str) -> float | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number of seconds.") from None
+    if not value > 0:
+        raise ValueError(f"{name}={raw!r} must be greater than 0.")
+    return value
 
 
 def _reject_unknown_settings(overrides: Mapping[str, Any]) -> None:

@@ -13,6 +13,7 @@ import pytest
 from infra.config import ConfigError, config_path, load_stage_config, parse_stage_config
 
 BROKER = {"backlog_tasks": 100_000}
+WORKERS = {"groups": {"default": {"queues": ["default"]}}}
 
 
 def _problems(raw: dict[str, Any]) -> list[str]:
@@ -22,14 +23,15 @@ def _problems(raw: dict[str, Any]) -> list[str]:
 
 
 def _stage(**sections: Any) -> dict[str, Any]:
-    return {"name": "test", "broker": dict(BROKER), **sections}
+    return {"name": "test", "broker": dict(BROKER), "workers": WORKERS, **sections}
 
 
 CASES: list[tuple[str, dict[str, Any], str]] = [
     (
         "unknown top-level key",
         {**_stage(), "brokr": {}},
-        "brokr: unknown key (value {}); allowed keys here: aws, broker, name, network, protect_stateful",
+        "brokr: unknown key (value {}); allowed keys here: aws, broker, monitoring, name, network, "
+        "protect_stateful, workers",
     ),
     (
         "unknown broker key",
@@ -45,7 +47,8 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
         "network.nat_gateway: unknown key (value 1); allowed keys here: availability_zones, cidr, "
         "flow_logs_retention_days, nat_gateways, private_subnet_ids, vpc_id",
     ),
-    ("missing broker", {"name": "test"}, "broker: required key is missing"),
+    ("missing broker", {"name": "test", "workers": WORKERS}, "broker: required key is missing"),
+    ("missing workers", {"name": "test", "broker": BROKER}, "workers: required key is missing"),
     ("missing backlog", _stage(broker={}), "broker.backlog_tasks: required key is missing"),
     ("missing stage name", {"broker": BROKER}, "name: required key is missing"),
     (
@@ -227,7 +230,9 @@ def test_invalid_config_is_rejected_with_a_message_naming_it(raw: dict[str, Any]
 
 
 def test_every_problem_is_reported_at_once() -> None:
-    problems = _problems({"name": "test", "broker": {"backlog_tasks": 0, "replicas": -1}, "extra": 1})
+    problems = _problems(
+        {"name": "test", "broker": {"backlog_tasks": 0, "replicas": -1}, "workers": WORKERS, "extra": 1}
+    )
     assert len(problems) == 3
 
 

@@ -8,6 +8,7 @@ and given to the handler, with moto standing in for CloudWatch Logs.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -22,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from celery_fleet.contract import task_events as te
 from celery_fleet.contract import task_metrics as tm
+
 from tests.lambdas.task_events.support import (
     FakeLambdaContext,
     emf_documents,
@@ -39,6 +40,11 @@ from tests.support.redis_server import RedisServer
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CELERY = str(Path(sys.executable).with_name("celery"))
 QUEUE = "e2e"
+WORKER_ARGS = [
+    CELERY, "-A", "tests.e2e.worker_app", "worker", "--pool", "prefork", "--concurrency", "2",
+    "--queues", QUEUE, "--hostname", "e2e@%h", "--loglevel", "INFO",
+    "--without-gossip", "--without-mingle", "--without-heartbeat",
+]  # fmt: skip
 
 # (task name, event) -> lines the worker must write for the mix `_publish_mix` sends.
 EXPECTED = Counter(
@@ -106,11 +112,7 @@ def worker_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerRun]:
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "CELERY_FLEET_BROKER_URL": server.url}
         with stderr_path.open("wb") as stderr:
             process = subprocess.Popen(
-                [
-                    CELERY, "-A", "tests.e2e.worker_app", "worker", "--pool", "prefork", "--concurrency", "2",
-                    "--queues", QUEUE, "--hostname", "e2e@%h", "--loglevel", "INFO",
-                    "--without-gossip", "--without-mingle", "--without-heartbeat",
-                ],  # fmt: skip
+                WORKER_ARGS,
                 cwd=REPO_ROOT,
                 env=env,
                 stdout=subprocess.PIPE,
@@ -118,14 +120,14 @@ def worker_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerRun]:
                 start_new_session=True,
             )
         lines: list[bytes] = []
-        assert process.stdout is not None
-        reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, b"")), daemon=True)
+        stdout = process.stdout
+        assert stdout is not None
+        reader = threading.Thread(target=lambda: lines.extend(iter(stdout.readline, b"")), daemon=True)
         reader.start()
         try:
             os.environ["CELERY_FLEET_BROKER_URL"] = server.url
-            from tests.e2e import worker_app
-
-            task_ids = _publish_mix(worker_app)
+            # Imported once the broker URL is set: configure() reads it at import.
+            task_ids = _publish_mix(importlib.import_module("tests.e2e.worker_app"))
             deadline = time.monotonic() + 90
             while sum(b'"task_event"' in line for line in list(lines)) < sum(EXPECTED.values()):
                 assert time.monotonic() < deadline, stderr_path.read_text(errors="replace")[-6000:]
@@ -183,7 +185,9 @@ def test_hard_time_limit_is_reported_once_with_its_exception(worker_run: WorkerR
 
 
 def test_a_requeued_lost_worker_is_reported_before_the_task_succeeds(worker_run: WorkerRun) -> None:
-    events = [(e[te.F_EVENT], e.get(te.F_EXC_TYPE)) for e in worker_run.events if e[te.F_TASK] == "e2e.die_once"]
+    events = [
+        (e[te.F_EVENT], e.get(te.F_EXC_TYPE)) for e in worker_run.events if e[te.F_TASK] == "e2e.die_once"
+    ]
 
     assert events == [("worker_lost", "WorkerLostError"), ("succeeded", None)]
 
@@ -204,7 +208,7 @@ def test_the_handler_counts_the_worker_outcomes_exactly(
         load_handler().handler(subscription_event(worker_run.event_lines), FakeLambdaContext())
 
     metrics = task_metrics(emf_documents(capsys.readouterr().out))
-    by_metric = Counter()
+    by_metric: Counter[tuple[str, str]] = Counter()
     for (task, queue), entry in metrics.items():
         assert queue == QUEUE
         for event, name in tm.COUNT_BY_EVENT.items():

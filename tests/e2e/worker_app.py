@@ -8,18 +8,19 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import celery_fleet
 import redis
 from celery import Celery, Task
-
-import celery_fleet
 
 SECRET_MASK = "***"
 
 
-def redact(name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[Sequence[Any], Mapping[str, Any]]:
+def redact(
+    name: str, args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> tuple[Sequence[Any], Mapping[str, Any]]:
     """Hide the `password` argument of every task."""
     return args, {key: SECRET_MASK if key == "password" else value for key, value in kwargs.items()}
 
@@ -39,26 +40,32 @@ celery_fleet.configure(
 )
 
 
+def _task(**options: Any) -> Callable[[Callable[..., Any]], Any]:
+    # Celery has no type hints: this gives mypy a typed decorator.
+    decorator: Callable[[Callable[..., Any]], Any] = app.task(**options)
+    return decorator
+
+
 def _ledger() -> redis.Redis:
     return redis.Redis.from_url(os.environ["CELERY_FLEET_BROKER_URL"])
 
 
-@app.task(name="e2e.add")
+@_task(name="e2e.add")
 def add(x: int, y: int) -> int:
     return x + y
 
 
-@app.task(name="e2e.boom")
+@_task(name="e2e.boom")
 def boom(n: int) -> None:
     raise ValueError(f"boom {n}")
 
 
-@app.task(name="e2e.login")
+@_task(name="e2e.login")
 def login(user: str, password: str) -> None:
     raise PermissionError(f"login refused for {user}")
 
 
-@app.task(name="e2e.flaky", bind=True, max_retries=3)
+@_task(name="e2e.flaky", bind=True, max_retries=3)
 def flaky(self: Task, key: str) -> str:
     # Fails its first two attempts, as a call to a service that is briefly down.
     if self.request.retries < 2:
@@ -66,17 +73,17 @@ def flaky(self: Task, key: str) -> str:
     return key
 
 
-@app.task(name="e2e.stuck", time_limit=1.5)
+@_task(name="e2e.stuck", time_limit=1.5)
 def stuck() -> None:
     time.sleep(60)
 
 
-@app.task(name="e2e.slow", soft_time_limit=0.5)
+@_task(name="e2e.slow", soft_time_limit=0.5)
 def slow() -> None:
     time.sleep(10)
 
 
-@app.task(name="e2e.die_once")
+@_task(name="e2e.die_once")
 def die_once(key: str) -> str:
     # Killed on its first run like an OOM kill; configure's reject_on_worker_lost requeues it.
     if _ledger().incr(f"e2e:runs:{key}") == 1:
@@ -84,7 +91,7 @@ def die_once(key: str) -> str:
     return key
 
 
-@app.task(name="e2e.die", acks_late=False)
+@_task(name="e2e.die", acks_late=False)
 def die() -> None:
     # Acknowledged on receipt, so a lost worker fails it (no requeue).
     os.kill(os.getpid(), signal.SIGKILL)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from aws_cdk.assertions import Match
-
 from celery_fleet.contract import queue_metrics
-from tests.support.synth import Synthesized, stage_config
+
+from tests.support.synth import Synthesized, config_with, stage_config, synth
 
 
 def _function(stage: Synthesized) -> dict[str, Any]:
@@ -56,7 +57,9 @@ def test_put_metric_data_is_limited_to_the_stage_namespace(prod: Synthesized) ->
                         Match.object_like(
                             {
                                 "Action": "cloudwatch:PutMetricData",
-                                "Condition": {"StringEquals": {"cloudwatch:namespace": queue_metrics.namespace("prod")}},
+                                "Condition": {
+                                    "StringEquals": {"cloudwatch:namespace": queue_metrics.namespace("prod")}
+                                },
                             }
                         )
                     ]
@@ -66,7 +69,9 @@ def test_put_metric_data_is_limited_to_the_stage_namespace(prod: Synthesized) ->
     )
 
 
-def test_publisher_may_read_the_broker_secret_and_nothing_else_from_secrets_manager(prod: Synthesized) -> None:
+def test_publisher_may_read_the_broker_secret_and_nothing_else_from_secrets_manager(
+    prod: Synthesized,
+) -> None:
     policies = prod.template("stateless").find_resources("AWS::IAM::Policy")
     publisher = [p for name, p in policies.items() if name.startswith("QueueDepthPublisher")]
     assert len(publisher) == 1
@@ -76,9 +81,7 @@ def test_publisher_may_read_the_broker_secret_and_nothing_else_from_secrets_mana
     assert secret_statements[0]["Resource"] != "*"
 
 
-def test_high_resolution_polls_every_ten_seconds_within_the_minute(tmp_path: Any) -> None:
-    from tests.support.synth import config_with, synth
-
+def test_high_resolution_polls_every_ten_seconds_within_the_minute(tmp_path: Path) -> None:
     config = config_with("dev", {"workers": {"high_resolution_metrics": True}})
     template = synth(config, tmp_path).template("stateless")
     template.has_resource_properties(

@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 from aws_cdk.assertions import Match
-
 from celery_fleet.contract import queue_metrics
+
 from infra.workers.scaling import _from_zero_steps
 from tests.support.synth import Synthesized, stage_config
 
@@ -60,11 +60,16 @@ def test_scaling_reads_the_publishers_metric_names_and_namespace(prod: Synthesiz
     policy = next(
         iter(
             prod.template("stateless")
-            .find_resources("AWS::ApplicationAutoScaling::ScalingPolicy", {"Properties": {"PolicyType": "TargetTrackingScaling"}})
+            .find_resources(
+                "AWS::ApplicationAutoScaling::ScalingPolicy",
+                {"Properties": {"PolicyType": "TargetTrackingScaling"}},
+            )
             .values()
         )
     )
-    metrics = policy["Properties"]["TargetTrackingScalingPolicyConfiguration"]["CustomizedMetricSpecification"]["Metrics"]
+    metrics = policy["Properties"]["TargetTrackingScalingPolicyConfiguration"][
+        "CustomizedMetricSpecification"
+    ]["Metrics"]
     waiting = [m["MetricStat"]["Metric"] for m in metrics if m["Id"].startswith("w")]
     assert waiting
     for metric in waiting:
@@ -104,7 +109,10 @@ def test_scale_in_sets_the_group_to_its_minimum(prod: Synthesized) -> None:
         {
             "PolicyType": "StepScaling",
             "StepScalingPolicyConfiguration": Match.object_like(
-                {"AdjustmentType": "ExactCapacity", "StepAdjustments": [{"MetricIntervalUpperBound": 0, "ScalingAdjustment": 1}]}
+                {
+                    "AdjustmentType": "ExactCapacity",
+                    "StepAdjustments": [{"MetricIntervalUpperBound": 0, "ScalingAdjustment": 1}],
+                }
             ),
         },
     )

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from aws_cdk.assertions import Match
-
 from celery_fleet.contract import queue_metrics
 from celery_fleet.contract.task_events import SUBSCRIPTION_FILTER_PATTERN
+
 from infra.task_events.construct import QUERIES
 from tests.support.synth import Synthesized
 
@@ -13,7 +13,10 @@ from tests.support.synth import Synthesized
 def test_worker_logs_are_subscribed_with_the_event_line_filter(dev: Synthesized) -> None:
     dev.template("stateless").has_resource_properties(
         "AWS::Logs::SubscriptionFilter",
-        {"FilterPattern": SUBSCRIPTION_FILTER_PATTERN, "DestinationArn": {"Fn::GetAtt": [Match.string_like_regexp("^TaskEventsFunction"), "Arn"]}},
+        {
+            "FilterPattern": SUBSCRIPTION_FILTER_PATTERN,
+            "DestinationArn": {"Fn::GetAtt": [Match.string_like_regexp("^TaskEventsFunction"), "Arn"]},
+        },
     )
 
 
@@ -40,7 +43,9 @@ def test_failed_invocations_go_to_the_on_failure_queue(dev: Synthesized) -> None
         {
             "MaximumRetryAttempts": 2,
             "DestinationConfig": {
-                "OnFailure": {"Destination": {"Fn::GetAtt": [Match.string_like_regexp("^TaskEventsOnFailure"), "Arn"]}}
+                "OnFailure": {
+                    "Destination": {"Fn::GetAtt": [Match.string_like_regexp("^TaskEventsOnFailure"), "Arn"]}
+                }
             },
         },
     )
@@ -48,10 +53,22 @@ def test_failed_invocations_go_to_the_on_failure_queue(dev: Synthesized) -> None
 
 def test_on_failure_queue_is_encrypted_and_tls_only(dev: Synthesized) -> None:
     template = dev.template("stateless")
-    template.has_resource_properties("AWS::SQS::Queue", {"SqsManagedSseEnabled": True, "MessageRetentionPeriod": 1209600})
+    template.has_resource_properties(
+        "AWS::SQS::Queue", {"SqsManagedSseEnabled": True, "MessageRetentionPeriod": 1209600}
+    )
     template.has_resource_properties(
         "AWS::SQS::QueuePolicy",
-        {"PolicyDocument": {"Statement": Match.array_with([Match.object_like({"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}})])}},
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
+                        )
+                    ]
+                )
+            }
+        },
     )
 
 
@@ -71,7 +88,9 @@ def test_ingest_lambda_may_write_only_to_the_failed_tasks_log(dev: Synthesized) 
                         Match.object_like(
                             {
                                 "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
-                                "Resource": {"Fn::GetAtt": [Match.string_like_regexp("^TaskEventsFailedTasks"), "Arn"]},
+                                "Resource": {
+                                    "Fn::GetAtt": [Match.string_like_regexp("^TaskEventsFailedTasks"), "Arn"]
+                                },
                             }
                         )
                     ]

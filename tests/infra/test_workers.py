@@ -83,7 +83,11 @@ def test_container_health_check_proves_the_worker_consumes(prod: Synthesized) ->
 def test_deployment_circuit_breaker_rolls_back(prod: Synthesized) -> None:
     prod.template("stateless").all_resources_properties(
         SERVICE,
-        {"DeploymentConfiguration": Match.object_like({"DeploymentCircuitBreaker": {"Enable": True, "Rollback": True}})},
+        {
+            "DeploymentConfiguration": Match.object_like(
+                {"DeploymentCircuitBreaker": {"Enable": True, "Rollback": True}}
+            )
+        },
     )
 
 
@@ -104,7 +108,11 @@ def test_services_run_in_private_subnets_without_public_ips(prod: Synthesized) -
 def test_task_size_and_architecture_follow_config(prod: Synthesized) -> None:
     prod.template("stateless").has_resource_properties(
         TASK_DEFINITION,
-        {"Cpu": "2048", "Memory": "4096", "RuntimePlatform": {"CpuArchitecture": "ARM64", "OperatingSystemFamily": "LINUX"}},
+        {
+            "Cpu": "2048",
+            "Memory": "4096",
+            "RuntimePlatform": {"CpuArchitecture": "ARM64", "OperatingSystemFamily": "LINUX"},
+        },
     )
     prod.template("stateless").has_resource_properties(
         TASK_DEFINITION, {"RuntimePlatform": {"CpuArchitecture": "X86_64", "OperatingSystemFamily": "LINUX"}}
@@ -155,7 +163,9 @@ def test_sample_image_is_an_asset_built_at_deploy_not_at_synth(prod: Synthesized
 
 
 def test_an_ecr_image_from_config_replaces_the_sample(tmp_path: Path) -> None:
-    config = config_with("dev", {"workers": {"image": {"ecr_repository": "acme/worker", "tag": "2024-06-01"}}})
+    config = config_with(
+        "dev", {"workers": {"image": {"ecr_repository": "acme/worker", "tag": "2024-06-01"}}}
+    )
     containers = _containers(synth(config, tmp_path))
     for container in containers.values():
         assert "acme/worker:2024-06-01" in str(container["Image"])

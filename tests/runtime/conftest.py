@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
+import celery_fleet
 import pytest
 import redis
 from celery import Celery
 
-import celery_fleet
 from tests.runtime.workers import WorkerProcess
 from tests.support.redis_server import RedisServer
 
@@ -33,9 +33,14 @@ def workers(redis_server: RedisServer, ledger: RedisServer, tmp_path: Path) -> I
     """Starts worker processes on `redis_server`; every one is killed at teardown."""
     started: list[WorkerProcess] = []
 
-    def start(name: str, **kwargs: object) -> WorkerProcess:
+    def start(name: str, *, concurrency: int = 2, env: Mapping[str, str] | None = None) -> WorkerProcess:
         worker = WorkerProcess(
-            name, broker_url=redis_server.url, ledger_url=ledger.url, log_dir=tmp_path, **kwargs  # type: ignore[arg-type]
+            name,
+            broker_url=redis_server.url,
+            ledger_url=ledger.url,
+            log_dir=tmp_path,
+            concurrency=concurrency,
+            env=env,
         )
         started.append(worker.start())
         return worker
@@ -52,4 +57,3 @@ def publisher(redis_server: RedisServer) -> Iterator[Celery]:
     celery_fleet.configure(app, broker_url=redis_server.url, task_events=False, healthcheck=False)
     yield app
     app.close()
-

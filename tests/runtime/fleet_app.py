@@ -12,12 +12,12 @@ import socket
 import time
 from typing import Any
 
+import celery_fleet
 import redis
 from celery import Celery
-
-import celery_fleet
 from celery_fleet.contract.queue_metrics import SENT_AT_HEADER
 from celery_fleet.publish import eta_delay_s
+
 from tests.runtime.workers import FLAKY_RETRY
 
 
@@ -54,7 +54,7 @@ def worker_name() -> str:
     return os.environ.get("FLEET_TEST_WORKER_NAME", socket.gethostname())
 
 
-@app.task(name="fleet.work", bind=True)
+@app.task(name="fleet.work", bind=True)  # type: ignore[untyped-decorator]  # Celery has no type hints
 def work(self: Any, seconds: float) -> None:
     """Records its start (worker, child pid), sleeps, records its completion (worker)."""
     task_id = self.request.id
@@ -63,14 +63,14 @@ def work(self: Any, seconds: float) -> None:
     ledger().rpush(f"done:{task_id}", worker_name())
 
 
-class Unavailable(ConnectionError):
+class UnavailableError(ConnectionError):
     """A transient failure of a service outside the fleet."""
 
 
-@app.task(
+@app.task(  # type: ignore[untyped-decorator]
     name="fleet.flaky",
     bind=True,
-    autoretry_for=(Unavailable,),
+    autoretry_for=(UnavailableError,),
     **FLAKY_RETRY,
 )
 def flaky(self: Any, failures: int) -> int:
@@ -80,5 +80,5 @@ def flaky(self: Any, failures: int) -> int:
     delay = eta_delay_s(self.request.eta, sent_at) if sent_at is not None else None
     ledger().rpush(f"attempts:{self.request.id}", f"{retries}:{'' if delay is None else delay}")
     if retries < failures:
-        raise Unavailable(f"attempt {retries} failed on purpose")
-    return retries
+        raise UnavailableError(f"attempt {retries} failed on purpose")
+    return int(retries)

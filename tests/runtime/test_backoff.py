@@ -14,23 +14,25 @@ import pytest
 import redis
 from celery import Celery
 from celery.utils.time import get_exponential_backoff_interval
-
 from celery_fleet import RETRY_EXTERNAL
+
 from tests.runtime.conftest import WorkerFactory
-from tests.runtime.workers import FLAKY_RETRY, wait_for
+from tests.runtime.workers import FLAKY_RETRY, text, wait_for
 
 DRAWS = 400
 
 
 def bound(factor: int, retries: int, maximum: int) -> int:
-    return min(maximum, factor * 2**retries)
+    return int(min(maximum, factor * 2**retries))
 
 
 @pytest.mark.parametrize("retries", range(RETRY_EXTERNAL["max_retries"]))
 def test_retry_external_delays_stay_within_their_bound(retries: int) -> None:
     factor, maximum = RETRY_EXTERNAL["retry_backoff"], RETRY_EXTERNAL["retry_backoff_max"]
     random.seed(retries)
-    delays = [get_exponential_backoff_interval(factor, retries, maximum, full_jitter=True) for _ in range(DRAWS)]
+    delays = [
+        get_exponential_backoff_interval(factor, retries, maximum, full_jitter=True) for _ in range(DRAWS)
+    ]
     assert all(0 <= delay <= bound(factor, retries, maximum) for delay in delays)
     # Full jitter spreads the retries over the whole interval rather than all at its end.
     assert min(delays) == 0
@@ -53,7 +55,7 @@ def test_real_retries_are_published_with_bounded_countdowns(
     key = f"attempts:{task_id}"
     wait_for(lambda: ledger_client.llen(key) == failures + 1, 30, "every attempt", worker)
 
-    attempts = [entry.decode().split(":") for entry in ledger_client.lrange(key, 0, -1)]
+    attempts = [text(entry).split(":") for entry in ledger_client.lrange(key, 0, -1)]
     assert [int(retries) for retries, _ in attempts] == list(range(failures + 1))
     assert attempts[0][1] == "", "the first attempt was published without a countdown"
     for retries, delay in attempts[1:]:

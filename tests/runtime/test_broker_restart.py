@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import celery_fleet
 import pytest
 import redis
 from celery import Celery
 
-import celery_fleet
 from tests.runtime.conftest import WorkerFactory
 from tests.runtime.workers import done, started, wait_for
 from tests.support.redis_server import RedisServer

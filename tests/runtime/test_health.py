@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import redis
 from celery import Celery
-
 from celery_fleet import health
+
 from tests.runtime.conftest import WorkerFactory
 from tests.runtime.workers import WorkerProcess, started, wait_for
 from tests.support.redis_server import RedisServer
@@ -112,13 +112,15 @@ def test_worker_turns_unhealthy_when_the_broker_is_gone_and_healthy_when_it_is_b
     assert result.stdout.strip().endswith("worker not consuming")
 
     redis_server.start()
-    wait_for(lambda: healthy(worker), 60, "a healthy check after the broker came back", worker, interval_s=0.2)
+    wait_for(
+        lambda: healthy(worker), 60, "a healthy check after the broker came back", worker, interval_s=0.2
+    )
 
 
 @pytest.mark.slow
 def test_stopped_worker_leaves_no_heartbeat(workers: WorkerFactory) -> None:
     worker = workers("worker", concurrency=1)
-    wait_for(lambda: worker.health_file.exists(), 30, "the first heartbeat", worker)
+    wait_for(worker.health_file.exists, 30, "the first heartbeat", worker)
     worker.signal(signal.SIGTERM)
     worker.wait_exit(timeout_s=30)
     assert not worker.health_file.exists()

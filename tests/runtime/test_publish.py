@@ -7,13 +7,13 @@ import logging
 import time
 from typing import Any
 
+import celery_fleet
 import pytest
 import redis
 from celery import Celery
-
-import celery_fleet
 from celery_fleet.contract.queue_metrics import SENT_AT_HEADER
 from celery_fleet.publish import PublishStamper, eta_delay_s
+
 from tests.support.redis_server import RedisServer
 
 QUEUE = "celery"

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
 import pytest
 from celery.signals import task_success
-
 from celery_fleet import events
 
 
@@ -17,12 +17,10 @@ from celery_fleet import events
 def sample(monkeypatch_module: pytest.MonkeyPatch) -> Iterator[ModuleType]:
     # Eager tasks never reach the broker; configure still wants to know where it is.
     monkeypatch_module.setenv("CELERY_FLEET_BROKER_URL", "memory://")
-    from sample_app import tasks
-    from sample_app.app import app
-
-    app.conf.task_always_eager = True
+    tasks = importlib.import_module("sample_app.tasks")
+    tasks.app.conf.task_always_eager = True
     yield tasks
-    app.conf.task_always_eager = False
+    tasks.app.conf.task_always_eager = False
     events.uninstall()
 
 
@@ -64,8 +62,9 @@ def test_fetch_external_succeeds_after_its_retries(sample: ModuleType) -> None:
 
 def test_fetch_external_uses_celery_backoff_options(sample: ModuleType) -> None:
     task = sample.fetch_external
-    assert task.autoretry_for == (sample.ServiceUnavailable,)
-    assert (task.retry_backoff, task.retry_backoff_max, task.retry_jitter, task.max_retries) == (1, 600, True, 8)
+    assert task.autoretry_for == (sample.ServiceUnavailableError,)
+    options = (task.retry_backoff, task.retry_backoff_max, task.retry_jitter, task.max_retries)
+    assert options == (1, 600, True, 8)
 
 
 def test_sub_tasks_are_routed_to_the_bulk_queue(sample: ModuleType) -> None:

@@ -9,10 +9,9 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+import celery_fleet
 import pytest
 from celery import Celery
-
-import celery_fleet
 from celery_fleet import events
 from celery_fleet.broker import BrokerConfigError, broker_url_from_env
 from celery_fleet.heartbeat import ConsumingHeartbeat
@@ -81,7 +80,7 @@ def test_production_defaults(app: Celery) -> None:
     assert conf.result_backend is None
     assert conf.task_track_started is False
     assert conf.worker_soft_shutdown_timeout == 90
-    assert conf.worker_enable_soft_shutdown_on_idle is True
+    assert conf.worker_enable_soft_shutdown_on_idle is False
     assert conf.broker_connection_retry_on_startup is True
     assert conf.broker_connection_max_retries is None
     assert conf.worker_cancel_long_running_tasks_on_connection_loss is True
@@ -108,6 +107,29 @@ def test_visibility_timeout_follows_the_declared_limits(app: Celery) -> None:
     fleet = configure(app, max_task_runtime_s=7200, max_countdown_s=0, visibility_margin_s=60)
     assert fleet.visibility_timeout_s == 7260
     assert app.conf.task_time_limit == 7200
+
+
+def test_stack_runtime_sets_the_time_limit_when_the_app_declares_none(app: Celery) -> None:
+    fleet = configure(
+        app, environ={"CELERY_FLEET_BROKER_URL": LOCAL_URL, "CELERY_FLEET_MAX_TASK_RUNTIME_S": "1800"}
+    )
+    assert app.conf.task_time_limit == 1800
+    assert fleet.visibility_timeout_s == 600 + 1800 + 300
+
+
+def test_visibility_covers_the_stack_runtime_above_the_apps_own(app: Celery) -> None:
+    env = {"CELERY_FLEET_BROKER_URL": LOCAL_URL, "CELERY_FLEET_MAX_TASK_RUNTIME_S": "7200"}
+    fleet = configure(app, environ=env, max_task_runtime_s=600)
+    # Another worker group's tasks may run 7200 s; this app's own are killed at 600 s.
+    assert app.conf.task_time_limit == 600
+    assert fleet.visibility_timeout_s == 600 + 7200 + 300
+    assert fleet.max_delay_s == 900
+
+
+def test_stack_runtime_must_be_a_number(app: Celery) -> None:
+    env = {"CELERY_FLEET_BROKER_URL": LOCAL_URL, "CELERY_FLEET_MAX_TASK_RUNTIME_S": "1h"}
+    with pytest.raises(ValueError, match=r"CELERY_FLEET_MAX_TASK_RUNTIME_S='1h' is not a number of seconds"):
+        configure(app, environ=env)
 
 
 def test_soft_shutdown_follows_the_stop_timeout(app: Celery) -> None:
@@ -155,7 +177,7 @@ def test_time_limit_above_the_declared_runtime_is_rejected(app: Celery) -> None:
 
 
 def test_visibility_timeout_below_the_limits_is_rejected(app: Celery) -> None:
-    with pytest.raises(ValueError, match=r"visibility_timeout=3600 is below .* = 4200.0"):
+    with pytest.raises(ValueError, match=r"visibility_timeout=3600 is below the longest run .* = 4200.0"):
         configure(app, broker_transport_options={"visibility_timeout": 3600})
 
 
@@ -196,7 +218,7 @@ def test_task_events_are_written_by_default(app: Celery, capfd: pytest.CaptureFi
     celery_fleet.configure(app, environ={"CELERY_FLEET_BROKER_URL": LOCAL_URL}, healthcheck=False)
     try:
 
-        @app.task(name="settings_test.add")
+        @app.task(name="settings_test.add")  # type: ignore[untyped-decorator]
         def add(a: int, b: int) -> int:
             return a + b
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -62,7 +63,12 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            self.args, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            self.args,
+            cwd=REPO_ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
         return self
@@ -79,7 +85,9 @@ class WorkerProcess:
         try:
             return self.process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"worker {self.name} still running after {timeout_s} s\n{self.log()}") from None
+            raise AssertionError(
+                f"worker {self.name} still running after {timeout_s} s\n{self.log()}"
+            ) from None
 
     def kill(self) -> None:
         """Stop the worker and its pool children (its own process group, started by us)."""
@@ -90,17 +98,19 @@ class WorkerProcess:
             self.process.wait()
         else:
             # Children outlive a main process that died abnormally; the group goes with them.
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 def wait_for(
-    condition: Callable[[], bool], timeout_s: float, what: str, *workers: WorkerProcess, interval_s: float = 0.05
+    condition: Callable[[], bool],
+    timeout_s: float,
+    what: str,
+    *workers: WorkerProcess,
+    interval_s: float = 0.05,
 ) -> None:
     """Poll `condition` until true; fail naming `what`, with the workers' logs, after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
@@ -114,9 +124,14 @@ def wait_for(
 
 def started(client: redis.Redis, task_id: str) -> list[str]:
     """`worker:pid` of every run of `task_id` that began (fleet_app's ledger)."""
-    return [entry.decode() for entry in client.lrange(f"started:{task_id}", 0, -1)]
+    return [text(entry) for entry in client.lrange(f"started:{task_id}", 0, -1)]
 
 
 def done(client: redis.Redis, task_id: str) -> list[str]:
     """The worker name of every run of `task_id` that completed (fleet_app's ledger)."""
-    return [entry.decode() for entry in client.lrange(f"done:{task_id}", 0, -1)]
+    return [text(entry) for entry in client.lrange(f"done:{task_id}", 0, -1)]
+
+
+def text(entry: bytes | str) -> str:
+    """A ledger entry as text (the ledger client does not decode replies)."""
+    return entry.decode() if isinstance(entry, bytes) else entry

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
 
-import boto3  # type: ignore[import-untyped]
+import boto3
 import pytest
 from aws_lambda_powertools.utilities import parameters
 from celery import Celery
@@ -29,18 +29,29 @@ REGION = "eu-west-1"
 NAMESPACE = "CeleryFleet/test"
 
 
+def work(item: int) -> int:
+    """The tests' task: published, never run."""
+    return item
+
+
 def make_app(broker_url: str, **transport_options: Any) -> Celery:
     """A Celery app on `broker_url` with one task; its messages are only published, never run."""
     app = Celery("queue-depth-tests", broker=broker_url, set_as_current=False)
     if transport_options:
         app.conf.broker_transport_options = transport_options
-
     # shared=False: every test's app has its own task, not one registered with all apps.
-    @app.task(name=TASK_NAME, shared=False)
-    def work(item: int) -> int:
-        return item
-
+    app.task(name=TASK_NAME, shared=False)(work)
     return app
+
+
+def deliver_without_ack(channel: Any, queue: str) -> Any:
+    """Take `queue`'s next message as a consumer does (kombu's basic_get), leaving it unacknowledged.
+
+    kombu records it in the `unacked` hash until it is acked, or restored when the channel closes.
+    """
+    message = channel.basic_get(queue, no_ack=False)
+    assert message is not None, f"{queue} had no message to deliver"
+    return message
 
 
 def send(app: Celery, queue: str, *, count: int = 1, priority: int | None = None) -> None:
@@ -136,12 +147,12 @@ def cold_start(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Mapping[st
             monkeypatch.setenv(name, value)
         sys.modules.pop("queue_depth.handler", None)
         # A new execution environment starts with empty Powertools caches.
-        parameters.clear_caches()
+        parameters.clear_caches()  # type: ignore[no-untyped-call]
         return importlib.import_module("queue_depth.handler")
 
     yield start
     sys.modules.pop("queue_depth.handler", None)
-    parameters.clear_caches()
+    parameters.clear_caches()  # type: ignore[no-untyped-call]
 
 
 @dataclass

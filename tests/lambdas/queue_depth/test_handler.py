@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-import boto3  # type: ignore[import-untyped]
+import boto3
 import celery_fleet
 import pytest
 import redis
@@ -18,7 +18,6 @@ from celery_fleet.contract.queue_metrics import (
     OLDEST_TASK_AGE,
     WAITING_TASKS,
 )
-from kombu import Queue
 
 from tests.lambdas.queue_depth.conftest import (
     NAMESPACE,
@@ -27,6 +26,7 @@ from tests.lambdas.queue_depth.conftest import (
     JsonLogLines,
     Published,
     SendStamp,
+    deliver_without_ack,
     make_app,
     observe_put_metric_data,
     published,
@@ -72,7 +72,7 @@ def invocation(
     send(celery_app, ODD)
     module = cold_start(local_environment(redis_server.url))
     with celery_app.connection_for_read() as consumer:
-        assert Queue("alpha", channel=consumer.default_channel).get(no_ack=False) is not None
+        deliver_without_ack(consumer.default_channel, "alpha")
         started = time.time()
         result = module.handler({}, FakeLambdaContext())
         finished = time.time()

@@ -81,7 +81,9 @@ def test_standard_resolution_by_default() -> None:
 
 def many_queues(count: int, polled_at: float = POLLED_AT) -> QueueStats:
     queues = [f"queue-{n:04d}" for n in range(count)]
-    return stats(polled_at=polled_at, waiting=dict.fromkeys(queues, 1), oldest_age_s=dict.fromkeys(queues, 5.0))
+    return stats(
+        polled_at=polled_at, waiting=dict.fromkeys(queues, 1), oldest_age_s=dict.fromkeys(queues, 5.0)
+    )
 
 
 def test_batches_stay_within_the_item_limit_in_as_few_calls_as_possible() -> None:

@@ -5,18 +5,18 @@ The broker is a real redis-server (stopped for real where it must be unreachable
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-import time
 from typing import Any
 
 import pytest
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 from celery import Celery
 from celery_fleet.contract.queue_metrics import HIGH_RESOLUTION_PERIOD_S, WAITING_TASKS
 from queue_depth.logic import InvocationReport, poll_times, run_polls
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from tests.lambdas.queue_depth.conftest import NAMESPACE, observe_put_metric_data, published, send
 from tests.support.redis_server import RedisServer
@@ -37,14 +37,22 @@ def test_an_invocation_on_the_minute_polls_six_times_ten_seconds_apart() -> None
     assert poll_times(MINUTE, 10) == [MINUTE + s for s in (0, 10, 20, 30, 40, 50)]
 
 
-def test_a_late_invocation_polls_only_what_is_left_of_its_minute() -> None:
-    assert poll_times(MINUTE + 47, 10) == [MINUTE + 47, MINUTE + 50]
+def test_an_invocation_in_mid_minute_polls_into_the_next_minute() -> None:
+    assert poll_times(MINUTE + 47, 10) == [MINUTE + 47, *(MINUTE + s for s in (50, 60, 70, 80, 90))]
 
 
-def test_every_poll_of_an_invocation_falls_in_its_own_ten_second_period() -> None:
+def test_invocations_a_minute_apart_give_every_ten_second_period_one_poll() -> None:
     for offset in (0.0, 0.4, 9.99, 33.3, 59.9):
-        periods = [int(t // HIGH_RESOLUTION_PERIOD_S) for t in poll_times(MINUTE + offset, 10)]
-        assert len(periods) == len(set(periods))
+        first = poll_times(MINUTE + offset, 10)
+        second = poll_times(MINUTE + offset + 60, 10)
+        periods = [int(t // HIGH_RESOLUTION_PERIOD_S) for t in first + second]
+        assert periods == list(range(periods[0], periods[0] + 12))
+
+
+def test_the_last_poll_comes_at_most_fifty_seconds_after_the_start() -> None:
+    for offset in (0.0, 0.4, 9.99, 33.3, 59.9):
+        times = poll_times(MINUTE + offset, 10)
+        assert times[-1] - times[0] <= 50
 
 
 @dataclass
@@ -53,7 +61,7 @@ class Clock:
 
     now: float
     slept: list[float] = field(default_factory=list)
-    hooks: dict[float, Callable[[], None]] = field(default_factory=dict)
+    hooks: dict[float, Callable[[], object]] = field(default_factory=dict)
 
     def time(self) -> float:
         return self.now
@@ -83,7 +91,9 @@ def run(
             on_broker_error(polled_at, error)
 
     # No retries: a stopped broker fails the poll at once (redis-py's default retries for seconds).
-    client = redis.Redis(host="127.0.0.1", port=server.port, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+    client = redis.Redis(
+        host="127.0.0.1", port=server.port, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)
+    )
     report = run_polls(
         redis_client=client,
         queues=["alpha"],

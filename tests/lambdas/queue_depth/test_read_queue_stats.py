@@ -8,10 +8,9 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
-from kombu import Queue
 from queue_depth.logic import read_queue_stats, sibling_keys
 
-from tests.lambdas.queue_depth.conftest import SendStamp, make_app, send
+from tests.lambdas.queue_depth.conftest import SendStamp, deliver_without_ack, make_app, send
 from tests.support.redis_server import RedisServer
 
 NOW = 1_800_000_000.0
@@ -138,9 +137,8 @@ def test_messages_delivered_and_not_acked_are_in_flight_not_waiting(
 ) -> None:
     send(celery_app, "alpha", count=3)
     send(celery_app, "beta", count=2)
-    queue = Queue("alpha", channel=consumer_channel)
-    delivered = [queue.get(no_ack=False), queue.get(no_ack=False)]
-    assert all(message is not None for message in delivered)
+    deliver_without_ack(consumer_channel, "alpha")
+    deliver_without_ack(consumer_channel, "alpha")
 
     stats = read_queue_stats(redis_server.client(), ["alpha", "beta"], NOW)
 
@@ -152,8 +150,8 @@ def test_an_acked_message_leaves_the_in_flight_count(
     redis_server: RedisServer, celery_app: Celery, consumer_channel: Any
 ) -> None:
     send(celery_app, "alpha", count=2)
-    queue = Queue("alpha", channel=consumer_channel)
-    first, second = queue.get(no_ack=False), queue.get(no_ack=False)
+    first = deliver_without_ack(consumer_channel, "alpha")
+    second = deliver_without_ack(consumer_channel, "alpha")
     first.ack()
 
     stats = read_queue_stats(redis_server.client(), ["alpha"], NOW)
@@ -170,8 +168,7 @@ def test_a_message_a_consumer_gave_back_is_again_the_oldest(
         send(celery_app, "alpha")
     client = redis_server.client()
     with celery_app.connection_for_read() as connection:
-        taken = Queue("alpha", channel=connection.default_channel).get(no_ack=False)
-        assert taken is not None
+        deliver_without_ack(connection.default_channel, "alpha")
         assert read_queue_stats(client, ["alpha"], NOW).oldest_age_s == {"alpha": 100.0}
     # Closing the channel restored the unacked message to the consuming end of the list.
 
@@ -200,7 +197,12 @@ class CountingConnection(redis.Connection):
 
     def send_packed_command(self, command: Any, check_health: bool = True) -> None:
         CountingConnection.sent += 1
-        super().send_packed_command(command, check_health)
+        super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+
+
+def llen_calls(client: redis.Redis) -> int:
+    stats: dict[str, Any] = client.info("commandstats")
+    return int(stats.get("cmdstat_llen", {}).get("calls", 0))
 
 
 def test_one_poll_of_many_queues_is_one_round_trip(redis_server: RedisServer, celery_app: Celery) -> None:
@@ -209,18 +211,14 @@ def test_one_poll_of_many_queues_is_one_round_trip(redis_server: RedisServer, ce
         send(celery_app, queue, count=2, priority=3)
     pool = redis.ConnectionPool(connection_class=CountingConnection, host="127.0.0.1", port=redis_server.port)
     client = redis.Redis(connection_pool=pool)
-    client.ping()  # the connection's own handshake is not part of a poll
-    commands_before = client.info("commandstats")
+    llen_before = llen_calls(client)  # also opens the connection: its handshake is not part of a poll
     CountingConnection.sent = 0
 
     stats = read_queue_stats(client, queues, NOW)
 
     round_trips = CountingConnection.sent
-    commands_after = client.info("commandstats")
     assert round_trips == 1
+    # Every list of every queue was read in that one round trip.
+    assert llen_calls(client) - llen_before == len(sibling_keys("any")) * len(queues)
     assert sum(stats.waiting.values()) == 20
-    siblings = len(sibling_keys("any"))
-    assert commands_after["cmdstat_llen"]["calls"] - commands_before.get("cmdstat_llen", {"calls": 0})[
-        "calls"
-    ] == siblings * len(queues)
     pool.disconnect()

@@ -9,7 +9,11 @@ import pytest
 from queue_depth.settings import Settings, SettingsError, load_settings
 
 SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:broker-auth-AbCdEf"
-LOCAL = {"QUEUES": "default,reports", "METRIC_NAMESPACE": "CeleryFleet/dev", "BROKER_URL": "redis://localhost/0"}
+LOCAL = {
+    "QUEUES": "default,reports",
+    "METRIC_NAMESPACE": "CeleryFleet/dev",
+    "BROKER_URL": "redis://localhost/0",
+}
 IN_AWS = {
     "QUEUES": "default",
     "METRIC_NAMESPACE": "CeleryFleet/prod",
@@ -63,7 +67,7 @@ def test_settings_are_frozen() -> None:
     settings = load_settings(LOCAL)
 
     with pytest.raises(ValueError, match="frozen"):
-        settings.queues = ("other",)  # type: ignore[misc]
+        settings.queues = ("other",)
 
 
 @pytest.mark.parametrize(
@@ -73,12 +77,21 @@ def test_settings_are_frozen() -> None:
         (with_(LOCAL, QUEUES=" , "), "QUEUES=' , ': no queue named"),
         (with_(LOCAL, QUEUES="a,,b"), "QUEUES='a,,b': an empty queue name between commas"),
         (with_(LOCAL, QUEUES="a,b,a"), "QUEUES='a,b,a': a listed more than once"),
-        (with_(LOCAL, QUEUES="default,tâches"), "QUEUES='default,tâches': queue 'tâches' cannot be a CloudWatch"),
+        (
+            with_(LOCAL, QUEUES="default,tâches"),
+            "QUEUES='default,tâches': queue 'tâches' cannot be a CloudWatch",
+        ),
         (without(LOCAL, "METRIC_NAMESPACE"), "METRIC_NAMESPACE is not set"),
         (with_(LOCAL, METRIC_NAMESPACE="AWS/EC2"), "METRIC_NAMESPACE='AWS/EC2': not a CloudWatch namespace"),
-        (with_(LOCAL, POLL_INTERVAL_S="7"), "POLL_INTERVAL_S='7': must be a whole number of seconds that divides 60"),
+        (
+            with_(LOCAL, POLL_INTERVAL_S="7"),
+            "POLL_INTERVAL_S='7': must be a whole number of seconds that divides 60",
+        ),
         (with_(LOCAL, POLL_INTERVAL_S="ten"), "POLL_INTERVAL_S='ten': must be a whole number"),
-        (with_(LOCAL, BROKER_URL="amqp://guest@rabbit//"), "BROKER_URL='amqp://guest@rabbit//': not a redis://"),
+        (
+            with_(LOCAL, BROKER_URL="amqp://guest@rabbit//"),
+            "BROKER_URL='amqp://guest@rabbit//': not a redis://",
+        ),
         (with_(IN_AWS, BROKER_PORT="70000"), "BROKER_PORT='70000': not a TCP port"),
         (with_(IN_AWS, BROKER_PORT="tls"), "BROKER_PORT='tls': not a TCP port"),
         (without(IN_AWS, "BROKER_AUTH_SECRET_ARN"), "broker not configured: BROKER_AUTH_SECRET_ARN not set"),

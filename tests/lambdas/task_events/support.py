@@ -16,17 +16,17 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
-
 from celery_fleet.contract import task_events as te
 from celery_fleet.contract import task_metrics as tm
 from celery_fleet.contract.queue_metrics import QUEUE_DIMENSION, namespace
+from moto import mock_aws
 
 NAMESPACE = namespace("test")
 FAILED_TASKS_LOG_GROUP = "/celery-fleet/test/failed-tasks"
 WORKER_LOG_GROUP = "/celery-fleet/test/worker"
 WORKER_LOG_STREAM = "worker/worker/0123456789abcdef"
 REGION = "eu-west-1"
+TRACEBACK = 'Traceback (most recent call last):\n  File "app.py", line 1\nValueError: bad'
 # CloudWatch Logs refuses events older than 14 days, so payloads are stamped from the current minute.
 BASE_MS = int(time.time() // 60 * 60_000)
 
@@ -82,7 +82,7 @@ def event_line(
             {
                 te.F_EXC_TYPE: "ValueError",
                 te.F_EXC_MESSAGE: f"bad input for {task_id}",
-                te.F_TRACEBACK: 'Traceback (most recent call last):\n  File "app.py", line 1\nValueError: bad',
+                te.F_TRACEBACK: TRACEBACK,
                 te.F_ARGS: "(1, 2)",
                 te.F_KWARGS: "{'url': 'https://example.com'}",
             }
@@ -149,7 +149,7 @@ def malformed_counts(documents: Sequence[dict[str, Any]]) -> list[float]:
 
 def failure_records(logs: Any, log_group: str = FAILED_TASKS_LOG_GROUP) -> list[dict[str, Any]]:
     """Every record in the failed-tasks log group, read back through the CloudWatch Logs API."""
-    records = []
+    records: list[dict[str, Any]] = []
     paginator = logs.get_paginator("filter_log_events")
     for page in paginator.paginate(logGroupName=log_group):
         records.extend(json.loads(item["message"]) for item in page["events"])
@@ -187,6 +187,4 @@ def mocked_aws(monkeypatch: pytest.MonkeyPatch, *, create_failed_log_group: bool
 
 def load_handler() -> ModuleType:
     """`task_events.handler` imported afresh, as at a cold start, inside the current moto mock."""
-    import task_events.handler
-
-    return importlib.reload(task_events.handler)
+    return importlib.reload(importlib.import_module("task_events.handler"))

@@ -10,9 +10,10 @@ from collections.abc import Callable
 from types import ModuleType
 
 import pytest
-
 from celery_fleet.contract import task_events as te
 from celery_fleet.contract import task_metrics as tm
+from task_events.models import MAX_ACCEPTED_LINE_CHARS
+
 from tests.lambdas.task_events.support import (
     FakeLambdaContext,
     emf_documents,
@@ -21,7 +22,6 @@ from tests.lambdas.task_events.support import (
     subscription_event,
     task_metrics,
 )
-from task_events.models import MAX_ACCEPTED_LINE_CHARS
 
 SEED = 20_260_101
 ROUNDS = 25
@@ -93,7 +93,9 @@ BAD_PAYLOADS: list[Callable[[random.Random], dict[str, object]]] = [
     lambda rng: raw_event(json.dumps({"messageType": "DATA_MESSAGE"}).encode()),
     lambda rng: raw_event(gzip.compress(b"{not json")),
     lambda rng: raw_event(gzip.compress(b"[1, 2, 3]")),
-    lambda rng: raw_event(gzip.compress(json.dumps({"messageType": "DATA_MESSAGE", "logEvents": "x"}).encode())),
+    lambda rng: raw_event(
+        gzip.compress(json.dumps({"messageType": "DATA_MESSAGE", "logEvents": "x"}).encode())
+    ),
     lambda rng: {"awslogs": {}},
     lambda rng: {"Records": []},
     lambda rng: {"awslogs": {"data": base64.b64encode(gzip.compress(b"")).decode()}},

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from types import ModuleType
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-
 from celery_fleet.contract import task_metrics as tm
 from task_events.models import Settings
+
 from tests.lambdas.task_events.support import (
     FAILED_TASKS_LOG_GROUP,
     WORKER_LOG_GROUP,
@@ -34,9 +33,13 @@ def _mixed_batch() -> list[str]:
         event_line("failed", task_id="f1", task="app.fetch", queue="io"),
         event_line("retried", task_id="r1", task="app.fetch", queue="io", exc_type="ConnectionError"),
         event_line("succeeded", task_id="s3", task="app.render", queue="cpu", queue_wait_s=None),
-        event_line("time_limit_exceeded", task_id="t1", task="app.render", queue="cpu", exc_type="TimeLimitExceeded"),
+        event_line(
+            "time_limit_exceeded", task_id="t1", task="app.render", queue="cpu", exc_type="TimeLimitExceeded"
+        ),
         event_line("worker_lost", task_id="w1", task="app.render", queue="cpu", exc_type="WorkerLostError"),
-        event_line("revoked", task_id="v1", task="app.render", queue="cpu", runtime_s=None, queue_wait_s=None),
+        event_line(
+            "revoked", task_id="v1", task="app.render", queue="cpu", runtime_s=None, queue_wait_s=None
+        ),
     ]
 
 
@@ -63,7 +66,9 @@ def test_handler_sums_outcomes_per_task_and_queue_in_emf(
     assert sorted(render.values[tm.QUEUE_WAIT]) == [0.5, 0.5]
 
 
-def test_handler_writes_each_failure_to_the_failed_tasks_log_group(handler_module: ModuleType, logs: Any) -> None:
+def test_handler_writes_each_failure_to_the_failed_tasks_log_group(
+    handler_module: ModuleType, logs: Any
+) -> None:
     handler_module.handler(subscription_event(_mixed_batch()), FakeLambdaContext())
 
     records = {record["task_id"]: record for record in failure_records(logs)}
@@ -93,7 +98,12 @@ def test_handler_writes_each_failure_to_the_failed_tasks_log_group(handler_modul
 def test_handler_reports_malformed_lines_without_failing_the_batch(
     handler_module: ModuleType, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    lines = [event_line(task_id="ok1"), "not json", event_line(task_id="ok2", v=99), event_line(task_id="ok3")]
+    lines = [
+        event_line(task_id="ok1"),
+        "not json",
+        event_line(task_id="ok2", v=99),
+        event_line(task_id="ok3"),
+    ]
 
     result = handler_module.handler(subscription_event(lines), FakeLambdaContext())
 
@@ -114,7 +124,9 @@ def test_handler_publishes_zero_malformed_events_for_a_clean_batch(
 def test_handler_skips_control_messages(
     handler_module: ModuleType, logs: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    event = subscription_event(["CWL CONTROL MESSAGE: Checking health of destination Lambda."], message_type="CONTROL_MESSAGE")
+    event = subscription_event(
+        ["CWL CONTROL MESSAGE: Checking health of destination Lambda."], message_type="CONTROL_MESSAGE"
+    )
 
     result = handler_module.handler(event, FakeLambdaContext())
 
@@ -150,4 +162,6 @@ def test_settings_name_every_missing_variable() -> None:
 
 def test_settings_reject_an_invalid_log_group_name() -> None:
     with pytest.raises(ValueError, match=r"FAILED_TASKS_LOG_GROUP='failed tasks!'"):
-        Settings.from_environ({"METRIC_NAMESPACE": "CeleryFleet/dev", "FAILED_TASKS_LOG_GROUP": "failed tasks!"})
+        Settings.from_environ(
+            {"METRIC_NAMESPACE": "CeleryFleet/dev", "FAILED_TASKS_LOG_GROUP": "failed tasks!"}
+        )

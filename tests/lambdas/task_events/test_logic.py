@@ -7,8 +7,8 @@ import logging
 from typing import Any
 
 import pytest
-
 from celery_fleet.contract import task_metrics as tm
+from celery_fleet.contract.task_events import EventType
 from task_events.logic import (
     EVENT_OVERHEAD_BYTES,
     MAX_BATCH_BYTES,
@@ -19,6 +19,7 @@ from task_events.logic import (
     publish_metrics,
     put_log_events_batches,
 )
+
 from tests.lambdas.task_events.support import (
     BASE_MS,
     FAILED_TASKS_LOG_GROUP,
@@ -52,7 +53,10 @@ def test_counts_are_kept_apart_per_task_queue_and_minute() -> None:
 
     groups = aggregate(_events(lines, stamps))
 
-    assert {key: (bucket.counts["succeeded"], bucket.counts["failed"]) for key, bucket in groups.items()} == {
+    assert {
+        key: (bucket.counts[EventType.SUCCEEDED], bucket.counts[EventType.FAILED])
+        for key, bucket in groups.items()
+    } == {
         ("t1", "q1", BASE_MS): (1, 1),
         ("t1", "q2", BASE_MS): (1, 0),
         ("t2", "q1", BASE_MS): (1, 0),
@@ -70,7 +74,9 @@ def test_a_line_delivered_twice_in_a_batch_is_counted_once() -> None:
     line = event_line("failed", task_id="x")
     other_attempt = event_line("failed", task_id="x", ts="2026-01-01T00:00:05.000+00:00")
 
-    events, malformed, duplicates = parse_lines([(BASE_MS, line), (BASE_MS, line), (BASE_MS, other_attempt)], log=LOG)
+    events, malformed, duplicates = parse_lines(
+        [(BASE_MS, line), (BASE_MS, line), (BASE_MS, other_attempt)], log=LOG
+    )
 
     assert (len(events), malformed, duplicates) == (2, 0, 1)
 
@@ -90,7 +96,9 @@ def test_each_metric_holds_at_most_100_values_per_document(capsys: pytest.Captur
 
 def test_documents_are_stamped_with_the_events_minute(capsys: pytest.CaptureFixture[str]) -> None:
     earlier = BASE_MS - 5 * 60_000
-    publish_metrics(aggregate(_events([event_line(task_id="a")], [earlier + 1234])), namespace=NAMESPACE, now_ms=BASE_MS)
+    publish_metrics(
+        aggregate(_events([event_line(task_id="a")], [earlier + 1234])), namespace=NAMESPACE, now_ms=BASE_MS
+    )
 
     (document,) = emf_documents(capsys.readouterr().out)
     assert document["_aws"]["Timestamp"] == earlier
@@ -98,7 +106,9 @@ def test_documents_are_stamped_with_the_events_minute(capsys: pytest.CaptureFixt
 
 def test_an_event_older_than_cloudwatch_accepts_is_stamped_now(capsys: pytest.CaptureFixture[str]) -> None:
     too_old = BASE_MS - 30 * DAY_MS
-    publish_metrics(aggregate(_events([event_line(task_id="a")], [too_old])), namespace=NAMESPACE, now_ms=BASE_MS + 5)
+    publish_metrics(
+        aggregate(_events([event_line(task_id="a")], [too_old])), namespace=NAMESPACE, now_ms=BASE_MS + 5
+    )
 
     (document,) = emf_documents(capsys.readouterr().out)
     assert document["_aws"]["Timestamp"] == BASE_MS
@@ -110,7 +120,9 @@ def test_batches_stay_under_the_put_log_events_byte_limit() -> None:
 
     batches = list(put_log_events_batches(records))
 
-    assert all(sum(len(e["message"]) + EVENT_OVERHEAD_BYTES for e in batch) <= MAX_BATCH_BYTES for batch in batches)
+    assert all(
+        sum(len(e["message"]) + EVENT_OVERHEAD_BYTES for e in batch) <= MAX_BATCH_BYTES for batch in batches
+    )
     assert [e["timestamp"] for batch in batches for e in batch] == [stamp for stamp, _ in records]
     assert [len(batch) for batch in batches] == [10, 10, 5]
 
@@ -118,7 +130,11 @@ def test_batches_stay_under_the_put_log_events_byte_limit() -> None:
 def test_batches_hold_at_most_10000_events() -> None:
     records = [(BASE_MS + i, "{}") for i in range(MAX_BATCH_EVENTS * 2 + 1)]
 
-    assert [len(batch) for batch in put_log_events_batches(records)] == [MAX_BATCH_EVENTS, MAX_BATCH_EVENTS, 1]
+    assert [len(batch) for batch in put_log_events_batches(records)] == [
+        MAX_BATCH_EVENTS,
+        MAX_BATCH_EVENTS,
+        1,
+    ]
 
 
 def test_batches_never_span_more_than_24_hours() -> None:

@@ -1,0 +1,136 @@
+"""How every alarm of a stage is made: one description format, one place deciding its actions."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from aws_cdk import Duration
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_sns as sns
+from constructs import Construct
+
+from infra.monitoring.runbooks import Runbook, runbook_link
+
+# CloudWatch refuses an alarm whose metric math reads more than 10 metrics.
+MAX_METRICS_PER_ALARM = 10
+# CloudWatch's limit on AlarmDescription.
+MAX_DESCRIPTION_CHARS = 1024
+
+
+class Severity(StrEnum):
+    """PAGE: someone acts now, through the composite alarm. WARNING: someone looks today."""
+
+    PAGE = "page"
+    WARNING = "warning"
+
+
+def describe(*, severity: Severity, stage: str, what: str, first_check: str, runbook: Runbook) -> str:
+    """An alarm description: severity, what it means, the first thing to check, the runbook section."""
+    text = f"[{severity.upper()}] celery-fleet {stage}: {what} First check: {first_check} {runbook_link(runbook)}"
+    if len(text) > MAX_DESCRIPTION_CHARS:
+        raise ValueError(f"alarm description of {len(text)} characters exceeds CloudWatch's 1024: {text!r}")
+    return text
+
+
+class AlarmBook:
+    """Creates the stage's alarms and keeps them by severity.
+
+    Every alarm gets an explicit missing-data treatment (required here, never CloudWatch's default)
+    and a description from `describe`. Warnings notify the topic on ALARM and on OK; pages carry no
+    action of their own: the composite alarm built from `pages` notifies once per incident.
+    """
+
+    def __init__(self, *, stage: str, topic: sns.ITopic) -> None:
+        self.stage = stage
+        self.topic = topic
+        self.pages: list[cloudwatch.Alarm] = []
+        self.warnings: list[cloudwatch.Alarm] = []
+
+    def add(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        severity: Severity,
+        metric: cloudwatch.IMetric,
+        threshold: float,
+        comparison: cloudwatch.ComparisonOperator,
+        evaluation_periods: int,
+        missing: cloudwatch.TreatMissingData,
+        what: str,
+        first_check: str,
+        runbook: Runbook,
+        datapoints_to_alarm: int | None = None,
+    ) -> cloudwatch.Alarm:
+        alarm = cloudwatch.Alarm(
+            scope,
+            construct_id,
+            metric=metric,
+            threshold=threshold,
+            comparison_operator=comparison,
+            evaluation_periods=evaluation_periods,
+            datapoints_to_alarm=datapoints_to_alarm,
+            treat_missing_data=missing,
+            alarm_description=describe(
+                severity=severity, stage=self.stage, what=what, first_check=first_check, runbook=runbook
+            ),
+        )
+        if severity is Severity.PAGE:
+            self.pages.append(alarm)
+        else:
+            action = cw_actions.SnsAction(self.topic)
+            alarm.add_alarm_action(action)
+            alarm.add_ok_action(action)
+            self.warnings.append(alarm)
+        return alarm
+
+    def composite(self, scope: Construct, construct_id: str) -> cloudwatch.CompositeAlarm:
+        """One alarm in ALARM while any page is: the only paging notification of the stage."""
+        composite = cloudwatch.CompositeAlarm(
+            scope,
+            construct_id,
+            alarm_rule=cloudwatch.AlarmRule.any_of(
+                *(cloudwatch.AlarmRule.from_alarm(alarm, cloudwatch.AlarmState.ALARM) for alarm in self.pages)
+            ),
+            alarm_description=(
+                f"[PAGE] celery-fleet {self.stage}: at least one paging alarm is in ALARM. The notification "
+                "names the alarm(s) that triggered it; open that alarm's runbook section. First check: the "
+                "dashboard's alarm row, to see every alarm of the stage at once. "
+                f"{runbook_link(Runbook.PAGING)}"
+            ),
+        )
+        action = cw_actions.SnsAction(self.topic)
+        composite.add_alarm_action(action)
+        composite.add_ok_action(action)
+        return composite
+
+
+def max_of(metrics: list[cloudwatch.IMetric], *, label: str, period: Duration) -> cloudwatch.IMetric:
+    """The highest of several time series at each timestamp (the metric itself when there is one)."""
+    if len(metrics) == 1:
+        return metrics[0]
+    ids = {f"m{i}": metric for i, metric in enumerate(metrics)}
+    return cloudwatch.MathExpression(
+        expression=f"MAX([{', '.join(ids)}])", using_metrics=ids, label=label, period=period
+    )
+
+
+def sum_of(metrics: list[cloudwatch.IMetric], *, label: str, period: Duration, prefix: str = "m") -> cloudwatch.IMetric:
+    """The sum of several counts, a missing count read as 0 (the metric itself when there is one)."""
+    if len(metrics) == 1:
+        return metrics[0]
+    ids = {f"{prefix}{i}": metric for i, metric in enumerate(metrics)}
+    return cloudwatch.MathExpression(
+        expression=" + ".join(f"FILL({key}, 0)" for key in ids), using_metrics=ids, label=label, period=period
+    )
+
+
+def chunks(items: list[str], size: int) -> list[list[str]]:
+    """`items` in runs of at most `size`, for alarms that must stay within the 10-metric limit."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def pascal(name: str) -> str:
+    """A worker group name as part of a construct ID: `bulk-io` -> `BulkIo`."""
+    return "".join(part.capitalize() for part in name.split("-"))

@@ -1,0 +1,110 @@
+"""Monitoring of one stage: the alarm topic, every alarm, the paging composite and the dashboard."""
+
+from __future__ import annotations
+
+from aws_cdk import CfnOutput
+from aws_cdk import aws_cloudwatch as cloudwatch
+from constructs import Construct
+
+from infra.broker import Broker
+from infra.config.monitoring import MonitoringConfig
+from infra.config.workers import WorkerGroupConfig
+from infra.monitoring.alarms import AlarmBook
+from infra.monitoring.broker_alarms import BrokerAlarms
+from infra.monitoring.dashboard import FleetDashboard
+from infra.monitoring.notifications import AlarmTopic
+from infra.monitoring.pipeline_alarms import PipelineAlarms
+from infra.monitoring.queue_alarms import QueueAlarms
+from infra.monitoring.worker_alarms import WorkerAlarms
+from infra.queue_depth import QueueDepthPublisher
+from infra.task_events import TaskEventIngester
+from infra.workers import WorkerFleet
+
+
+class Monitoring(Construct):
+    """Alarms a person can act on, the topic that carries them, and the stage's dashboard.
+
+    Two severities. Pages (broker memory critical, evictions, late tasks, backlog without workers,
+    queue metrics missing, failure rate) have no action of their own: they feed one composite alarm,
+    the only paging notification, so one incident pages once however many signals it trips. Warnings
+    notify the topic directly, on ALARM and on OK. Every description says what is wrong, the first
+    thing to check and its section of docs/runbooks.md.
+
+    Attributes:
+        notifications: the alarm topic (`notifications.topic`) and its key and subscribers.
+        book: every alarm, by severity (`book.pages`, `book.warnings`).
+        paging: the composite alarm.
+        broker, queues, workers, pipeline: the alarm groups.
+        dashboard: the stage's dashboard.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        stage: str,
+        config: MonitoringConfig,
+        namespace: str,
+        broker: Broker,
+        broker_replicas: int,
+        fleet: WorkerFleet,
+        groups: dict[str, WorkerGroupConfig],
+        publisher: QueueDepthPublisher,
+        ingester: TaskEventIngester,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.notifications = AlarmTopic(
+            self, "Notifications", stage=stage, emails=config.notify_emails, slack=config.slack
+        )
+        self.book = AlarmBook(stage=stage, topic=self.notifications.topic)
+
+        self.broker = BrokerAlarms(self, "Broker", book=self.book, broker=broker, replicas=broker_replicas, config=config)
+        self.queues = QueueAlarms(
+            self,
+            "Queues",
+            book=self.book,
+            publisher=publisher,
+            fleet=fleet,
+            groups=groups,
+            config=config,
+        )
+        self.workers = WorkerAlarms(
+            self,
+            "Workers",
+            book=self.book,
+            fleet=fleet,
+            groups=groups,
+            namespace=namespace,
+            config=config,
+        )
+        self.pipeline = PipelineAlarms(self, "Pipeline", book=self.book, ingester=ingester, namespace=namespace)
+        self.paging = self.book.composite(self, "Paging")
+
+        alarms: list[cloudwatch.IAlarm] = [self.paging, *self.book.pages, *self.book.warnings]
+        self.dashboard = FleetDashboard(
+            self,
+            "Dashboard",
+            stage=stage,
+            namespace=namespace,
+            alarms=alarms,
+            broker=self.broker,
+            fleet=fleet,
+            groups=groups,
+            publisher=publisher,
+            ingester=ingester,
+            config=config,
+        ).dashboard
+
+        CfnOutput(
+            self,
+            "AlarmTopicArn",
+            value=self.notifications.topic.topic_arn,
+            description="SNS topic of every alarm of the stage; subscribe more endpoints here",
+        )
+        CfnOutput(
+            self,
+            "DashboardName",
+            value=self.dashboard.dashboard_name,
+            description="CloudWatch dashboard of the stage",
+        )

@@ -1,0 +1,157 @@
+"""Alarms on the queues: late tasks, backlog nobody consumes, and the publisher that measures them."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_cloudwatch as cloudwatch
+from constructs import Construct
+
+from infra.config.monitoring import MonitoringConfig
+from infra.config.workers import WorkerGroupConfig
+from infra.monitoring.alarms import AlarmBook, Severity, chunks, max_of, pascal
+from infra.monitoring.runbooks import Runbook
+from infra.queue_depth import QueueDepthPublisher
+from infra.workers import WorkerFleet
+
+# Queues per alarm: the failure-rate alarm reads two metrics per queue, and CloudWatch allows ten.
+QUEUES_PER_ALARM = 5
+
+
+def service_count(fleet: WorkerFleet, group: str, metric_name: str) -> cloudwatch.Metric:
+    """A task count of `group`'s service per minute, from Container Insights (always on, see WorkerFleet)."""
+    service = fleet.services[group].service
+    return cloudwatch.Metric(
+        namespace="ECS/ContainerInsights",
+        metric_name=metric_name,
+        dimensions_map={"ClusterName": fleet.cluster.cluster_name, "ServiceName": service.service_name},
+        statistic="Average",
+        period=Duration.minutes(1),
+    )
+
+
+def running_tasks(fleet: WorkerFleet, group: str) -> cloudwatch.Metric:
+    """Worker tasks of `group` running."""
+    return service_count(fleet, group, "RunningTaskCount")
+
+
+def desired_tasks(fleet: WorkerFleet, group: str) -> cloudwatch.Metric:
+    """Worker tasks of `group` the service should run (what scaling asked for)."""
+    return service_count(fleet, group, "DesiredTaskCount")
+
+
+class QueueAlarms(Construct):
+    """Per worker group: its oldest waiting task against its SLO, and a backlog with no worker
+    running; per stage: the queue-depth publisher going silent or failing.
+
+    A group with more than five queues gets one alarm per run of five queues (CloudWatch's 10-metric
+    limit), named `...Queues1`, `...Queues2`. Running task counts come from Container Insights, which
+    the fleet's cluster always enables.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        book: AlarmBook,
+        publisher: QueueDepthPublisher,
+        fleet: WorkerFleet,
+        groups: dict[str, WorkerGroupConfig],
+        config: MonitoringConfig,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        minute = Duration.minutes(1)
+        self.oldest_task_late: dict[str, list[cloudwatch.Alarm]] = {}
+        self.backlog_without_workers: dict[str, list[cloudwatch.Alarm]] = {}
+
+        for name, group in groups.items():
+            runs = chunks(group.queues, QUEUES_PER_ALARM)
+            for index, queues in enumerate(runs, start=1):
+                suffix = f"Queues{index}" if len(runs) > 1 else ""
+                listed = ", ".join(queues)
+                ages: list[cloudwatch.IMetric] = [publisher.oldest_age_metric(queue) for queue in queues]
+                self.oldest_task_late.setdefault(name, []).append(
+                    book.add(
+                        self,
+                        f"{pascal(name)}OldestTaskLate{suffix}",
+                        severity=Severity.PAGE,
+                        metric=max_of(ages, label=f"Oldest waiting task age, s ({name})", period=minute),
+                        # The group's own promise (workers.groups.NAME.oldest_task_slo_s).
+                        threshold=group.oldest_task_slo_s,
+                        comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                        # Three minutes in a row: one late task in one poll can be a task published
+                        # with a countdown; a queue that stays late is not.
+                        evaluation_periods=3,
+                        # The age has no data point while a queue is empty: nothing waits, nothing is late.
+                        missing=cloudwatch.TreatMissingData.NOT_BREACHING,
+                        what=f"a task in queue(s) {listed} (worker group {name!r}) has waited over "
+                        f"{group.oldest_task_slo_s} s, the group's SLO, for 3 minutes.",
+                        first_check=f"workers running vs desired for {name!r} and their failure rate on the dashboard.",
+                        runbook=Runbook.OLDEST_TASK_LATE,
+                    )
+                )
+                waiting = {f"w{i}": publisher.waiting_metric(queue) for i, queue in enumerate(queues)}
+                minutes = config.backlog_without_workers_minutes
+                self.backlog_without_workers.setdefault(name, []).append(
+                    book.add(
+                        self,
+                        f"{pascal(name)}BacklogWithoutWorkers{suffix}",
+                        severity=Severity.PAGE,
+                        metric=cloudwatch.MathExpression(
+                            # Container Insights may publish nothing for a service with no task: FILL
+                            # reads that as none running.
+                            expression=f"IF(FILL(running, 0) < 1, {' + '.join(waiting)}, 0)",
+                            using_metrics={**waiting, "running": running_tasks(fleet, name)},
+                            label=f"Tasks waiting with no worker running ({name})",
+                            period=minute,
+                        ),
+                        threshold=0,
+                        comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                        # Scaling from zero starts a worker within 2-4 minutes; this many minutes
+                        # without one means it did not work.
+                        evaluation_periods=minutes,
+                        # No queue data is the publisher's alarm, not this one.
+                        missing=cloudwatch.TreatMissingData.NOT_BREACHING,
+                        what=f"tasks have waited in queue(s) {listed} for {minutes} minutes while no worker of "
+                        f"group {name!r} runs: scaling from zero did not start one, or every worker crashed.",
+                        first_check=f"the ECS service of {name!r}: its events and its stopped tasks' reasons.",
+                        runbook=Runbook.BACKLOG_WITHOUT_WORKERS,
+                    )
+                )
+
+        silent = config.queue_metrics_missing_minutes
+        self.metrics_missing = book.add(
+            self,
+            "MetricsMissing",
+            severity=Severity.PAGE,
+            # The publisher writes every queue in each poll: one queue's sample count tells whether it ran.
+            metric=publisher.waiting_metric(fleet_first_queue(groups), statistic="SampleCount"),
+            threshold=1,
+            comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+            evaluation_periods=silent,
+            # Missing is the very signal: no poll published anything.
+            missing=cloudwatch.TreatMissingData.BREACHING,
+            what=f"the queue-depth publisher has published nothing for {silent} minutes: workers no longer "
+            "scale on queue depth, and the queue alarms cannot fire.",
+            first_check="the publisher Lambda's errors and logs (broker unreachable? AUTH token? timeout?).",
+            runbook=Runbook.QUEUE_METRICS_MISSING,
+        )
+        self.publisher_errors = book.add(
+            self,
+            "PublisherErrors",
+            severity=Severity.WARNING,
+            metric=publisher.function.metric_errors(period=minute, statistic="Sum"),
+            threshold=0,
+            comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+            # 3 failed polls of the last 5: a failover costs one or two, a broken publisher all of them.
+            evaluation_periods=5,
+            datapoints_to_alarm=3,
+            missing=cloudwatch.TreatMissingData.NOT_BREACHING,
+            what="the queue-depth publisher failed in 3 of the last 5 polls; queue metrics are patchy.",
+            first_check="the publisher's log group for the exception (connection, AUTH, timeout).",
+            runbook=Runbook.QUEUE_DEPTH_PUBLISHER_ERRORS,
+        )
+
+
+def fleet_first_queue(groups: dict[str, WorkerGroupConfig]) -> str:
+    return next(iter(groups.values())).queues[0]
