@@ -13,7 +13,7 @@ from infra.lambda_code import ROOT
 
 # The sample app's build context is the repository root (it installs runtime/), limited to the two
 # folders the Dockerfile copies so that unrelated changes do not rebuild the image.
-_SAMPLE_CONTEXT_EXCLUDES = ["*", "!runtime", "!sample_app", "**/__pycache__", "**/*.egg-info"]
+_SAMPLE_CONTEXT_EXCLUDES = ["*", "!runtime", "!sample_app", "**/__pycache__", "**/*.egg-info", "**/build"]
 
 
 def worker_image(

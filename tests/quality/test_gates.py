@@ -48,3 +48,11 @@ def test_mypy_is_clean() -> None:
     sources = [s for s in PYTHON_SOURCES if (ROOT / s).exists()]
     result = _run(sys.executable, "-m", "mypy", *sources)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_synth_is_deterministic(tmp_path: Path) -> None:
+    first = synth(stage_config("dev"), tmp_path / "first", nag=False).template_files()
+    second = synth(stage_config("dev"), tmp_path / "second", nag=False).template_files()
+    assert [p.name for p in first] == [p.name for p in second]
+    for a, b in zip(first, second, strict=True):
+        assert a.read_text() == b.read_text(), a.name
