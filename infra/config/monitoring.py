@@ -60,8 +60,8 @@ class MonitoringConfig(ConfigModel):
     stage gets a KMS-encrypted SNS topic, its alarms and a dashboard, but no subscriber: add
     `notify_emails` or `slack`. Paging alarms (broker memory critical, evictions, late tasks, backlog
     without workers, queue metrics missing, failure rate) reach the topic once per incident through one
-    composite alarm; warnings reach it directly. Thresholds below are the defaults' reasons in short:
-    docs/alarms.md lists every alarm as deployed, docs/runbooks.md says what to do.
+    composite alarm; warnings reach it directly. Each threshold below says why its default is what it
+    is; docs/alarms.md lists every alarm as deployed, docs/runbooks.md says what to do.
     """
 
     failed_tasks_retention_days: RetentionDays = Field(
@@ -72,7 +72,8 @@ class MonitoringConfig(ConfigModel):
         description="Addresses subscribed to the stage's alarm topic; each confirms by a link SNS mails.",
     )
     slack: SlackChannelConfig | None = Field(
-        default=None, description="Slack channel for the same notifications, through AWS Chatbot; unset: none."
+        default=None,
+        description="Slack channel for the same notifications, through AWS Chatbot; unset: none.",
     )
     broker_memory_warning_percent: int = Field(
         default=70,
@@ -165,7 +166,9 @@ class MonitoringConfig(ConfigModel):
     def _emails(cls, emails: list[str]) -> list[str]:
         for email in emails:
             if not _EMAIL.fullmatch(email):
-                raise ValueError(f"{email!r} is not an email address; expected one address like name@example.com")
+                raise ValueError(
+                    f"{email!r} is not an email address; expected one address like name@example.com"
+                )
         seen: set[str] = set()
         for email in emails:
             if email.lower() in seen:

@@ -27,7 +27,8 @@ class Severity(StrEnum):
 
 def describe(*, severity: Severity, stage: str, what: str, first_check: str, runbook: Runbook) -> str:
     """An alarm description: severity, what it means, the first thing to check, the runbook section."""
-    text = f"[{severity.upper()}] celery-fleet {stage}: {what} First check: {first_check} {runbook_link(runbook)}"
+    link = runbook_link(runbook)
+    text = f"[{severity.upper()}] celery-fleet {stage}: {what} First check: {first_check} {link}"
     if len(text) > MAX_DESCRIPTION_CHARS:
         raise ValueError(f"alarm description of {len(text)} characters exceeds CloudWatch's 1024: {text!r}")
     return text
@@ -116,11 +117,11 @@ def max_of(metrics: list[cloudwatch.IMetric], *, label: str, period: Duration) -
     )
 
 
-def sum_of(metrics: list[cloudwatch.IMetric], *, label: str, period: Duration, prefix: str = "m") -> cloudwatch.IMetric:
+def sum_of(metrics: list[cloudwatch.IMetric], *, label: str, period: Duration) -> cloudwatch.IMetric:
     """The sum of several counts, a missing count read as 0 (the metric itself when there is one)."""
     if len(metrics) == 1:
         return metrics[0]
-    ids = {f"{prefix}{i}": metric for i, metric in enumerate(metrics)}
+    ids = {f"m{i}": metric for i, metric in enumerate(metrics)}
     return cloudwatch.MathExpression(
         expression=" + ".join(f"FILL({key}, 0)" for key in ids), using_metrics=ids, label=label, period=period
     )

@@ -49,7 +49,9 @@ class BrokerAlarms(Construct):
         super().__init__(scope, construct_id)
         self.node_type = broker.node_type
         self.maxclients = maxclients(broker.node_type)
-        self.node_ids = [Fn.join("", [broker.replication_group.ref, f"-{n:03d}"]) for n in range(1, replicas + 2)]
+        self.node_ids = [
+            Fn.join("", [broker.replication_group.ref, f"-{n:03d}"]) for n in range(1, replicas + 2)
+        ]
         minute, five = Duration.minutes(1), Duration.minutes(5)
 
         memory = self.worst("DatabaseMemoryUsagePercentage", "Maximum", minute)
@@ -80,7 +82,8 @@ class BrokerAlarms(Construct):
             missing=_NOT_BREACHING,
             what=f"broker memory above {config.broker_memory_page_percent} % of usable memory; at 100 % "
             "the broker refuses every new task (noeviction) and the web app's enqueues fail.",
-            first_check="the dashboard's queue depth and workers running vs desired; scale workers or the node.",
+            first_check="the dashboard's queue depth and workers running vs desired; scale workers or the "
+            "node.",
             runbook=Runbook.BROKER_MEMORY_CRITICAL,
         )
         self.evictions = book.add(
@@ -96,7 +99,8 @@ class BrokerAlarms(Construct):
             missing=_NOT_BREACHING,
             what="the broker evicted keys: queued tasks or kombu bindings were deleted. The eviction policy "
             "must be noeviction.",
-            first_check="the replication group's parameter group and its maxmemory-policy (console, Parameter groups).",
+            first_check="the replication group's parameter group and its maxmemory-policy (console, "
+            "Parameter groups).",
             runbook=Runbook.BROKER_EVICTIONS,
         )
         self.cpu_high = book.add(
@@ -112,7 +116,8 @@ class BrokerAlarms(Construct):
             missing=_NOT_BREACHING,
             what=f"the broker's engine thread has been over {config.broker_cpu_percent} % busy for 15 "
             "minutes: every enqueue and poll waits.",
-            first_check="the broker slow log and CurrConnections on the dashboard (a client polling in a loop?).",
+            first_check="the broker slow log and CurrConnections on the dashboard (a client polling in a "
+            "loop?).",
             runbook=Runbook.BROKER_CPU_HIGH,
         )
         limit = self.maxclients
@@ -127,7 +132,8 @@ class BrokerAlarms(Construct):
             comparison=_GT,
             evaluation_periods=5,
             missing=_NOT_BREACHING,
-            what=f"a broker node holds over {connections_threshold:,} connections ({config.broker_connections_percent}"
+            what=f"a broker node holds over {connections_threshold:,} connections "
+            f"({config.broker_connections_percent}"
             f" % of the {limit:,} a {broker.node_type} accepts); at the limit new clients are refused.",
             first_check="which clients connect (CLIENT LIST via redis-cli), and worker counts vs pool sizes.",
             runbook=Runbook.BROKER_CONNECTIONS_HIGH,
@@ -165,7 +171,9 @@ class BrokerAlarms(Construct):
             runbook=Runbook.BROKER_AUTHENTICATION_FAILURES,
         )
 
-    def node_metric(self, metric_name: str, node_id: str, statistic: str, period: Duration) -> cloudwatch.Metric:
+    def node_metric(
+        self, metric_name: str, node_id: str, statistic: str, period: Duration
+    ) -> cloudwatch.Metric:
         return cloudwatch.Metric(
             namespace=NAMESPACE,
             metric_name=metric_name,

@@ -59,7 +59,9 @@ class Monitoring(Construct):
         )
         self.book = AlarmBook(stage=stage, topic=self.notifications.topic)
 
-        self.broker = BrokerAlarms(self, "Broker", book=self.book, broker=broker, replicas=broker_replicas, config=config)
+        self.broker = BrokerAlarms(
+            self, "Broker", book=self.book, broker=broker, replicas=broker_replicas, config=config
+        )
         self.queues = QueueAlarms(
             self,
             "Queues",
@@ -78,7 +80,9 @@ class Monitoring(Construct):
             namespace=namespace,
             config=config,
         )
-        self.pipeline = PipelineAlarms(self, "Pipeline", book=self.book, ingester=ingester, namespace=namespace)
+        self.pipeline = PipelineAlarms(
+            self, "Pipeline", book=self.book, ingester=ingester, namespace=namespace
+        )
         self.paging = self.book.composite(self, "Paging")
 
         alarms: list[cloudwatch.IAlarm] = [self.paging, *self.book.pages, *self.book.warnings]

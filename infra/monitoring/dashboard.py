@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from aws_cdk import Aws, Duration, Fn
 from aws_cdk import aws_cloudwatch as cloudwatch
+from celery_fleet.contract import task_metrics
 from constructs import Construct
 
-from celery_fleet.contract import task_metrics
 from infra.config.monitoring import MonitoringConfig
 from infra.config.workers import WorkerGroupConfig
-from infra.monitoring.broker_alarms import BrokerAlarms
 from infra.monitoring.alarms import chunks
+from infra.monitoring.broker_alarms import BrokerAlarms
 from infra.monitoring.queue_alarms import QUEUES_PER_ALARM, desired_tasks, running_tasks
 from infra.monitoring.worker_alarms import failure_rate
 from infra.queue_depth import QueueDepthPublisher
@@ -84,14 +84,19 @@ class FleetDashboard(Construct):
                 width=24,
                 height=2,
             ),
-            cloudwatch.AlarmStatusWidget(
-                title="Alarms",
-                alarms=alarms,
-                width=24,
-                height=2 + len(alarms) // 4,
-                sort_by=cloudwatch.AlarmStatusWidgetSortBy.STATE_UPDATED_TIMESTAMP,
-            ),
         )
+        # An alarm status widget shows at most 100 alarms.
+        for first in range(0, len(alarms), 100):
+            shown = alarms[first : first + 100]
+            self.dashboard.add_widgets(
+                cloudwatch.AlarmStatusWidget(
+                    title="Alarms",
+                    alarms=shown,
+                    width=24,
+                    height=2 + len(shown) // 4,
+                    sort_by=cloudwatch.AlarmStatusWidgetSortBy.STATE_UPDATED_TIMESTAMP,
+                )
+            )
 
         # Queues.
         slo_lines = [
@@ -130,9 +135,13 @@ class FleetDashboard(Construct):
             cloudwatch.GraphWidget(
                 title="Failed tasks, % of finished, per worker group (5 minutes)",
                 left=[
-                    failure_rate(namespace, run, min_tasks=1, label=f"{name} ({', '.join(run)})", id_prefix=f"r{n}")
+                    failure_rate(
+                        namespace, run, min_tasks=1, label=f"{name} ({', '.join(run)})", id_prefix=f"r{n}"
+                    )
                     for n, (name, run) in enumerate(
-                        (name, run) for name, group in groups.items() for run in chunks(group.queues, QUEUES_PER_ALARM)
+                        (name, run)
+                        for name, group in groups.items()
+                        for run in chunks(group.queues, QUEUES_PER_ALARM)
                     )
                 ],
                 left_annotations=[
@@ -141,7 +150,10 @@ class FleetDashboard(Construct):
                 width=12,
             ),
         )
-        for metric_name, title in ((task_metrics.RUNTIME, "Runtime"), (task_metrics.QUEUE_WAIT, "Queue wait")):
+        for metric_name, title in (
+            (task_metrics.RUNTIME, "Runtime"),
+            (task_metrics.QUEUE_WAIT, "Queue wait"),
+        ):
             self.dashboard.add_widgets(
                 *(
                     cloudwatch.GraphWidget(
@@ -176,7 +188,9 @@ class FleetDashboard(Construct):
                     worker.service.metric_cpu_utilization(period=MINUTE, label=name)
                     for name, worker in fleet.services.items()
                 ],
-                left_annotations=[cloudwatch.HorizontalAnnotation(value=config.worker_cpu_percent, label="warn")],
+                left_annotations=[
+                    cloudwatch.HorizontalAnnotation(value=config.worker_cpu_percent, label="warn")
+                ],
                 width=8,
             ),
             cloudwatch.GraphWidget(
@@ -185,7 +199,9 @@ class FleetDashboard(Construct):
                     worker.service.metric_memory_utilization(period=MINUTE, statistic="Maximum", label=name)
                     for name, worker in fleet.services.items()
                 ],
-                left_annotations=[cloudwatch.HorizontalAnnotation(value=config.worker_memory_percent, label="warn")],
+                left_annotations=[
+                    cloudwatch.HorizontalAnnotation(value=config.worker_memory_percent, label="warn")
+                ],
                 width=8,
             ),
         )
@@ -212,7 +228,9 @@ class FleetDashboard(Construct):
             cloudwatch.GraphWidget(
                 title="Broker engine CPU %",
                 left=per_node("EngineCPUUtilization", "Average"),
-                left_annotations=[cloudwatch.HorizontalAnnotation(value=config.broker_cpu_percent, label="warn")],
+                left_annotations=[
+                    cloudwatch.HorizontalAnnotation(value=config.broker_cpu_percent, label="warn")
+                ],
                 width=8,
             ),
             cloudwatch.GraphWidget(

@@ -12,7 +12,7 @@ import json
 import re
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,8 @@ def render(templates: Mapping[str, Mapping[str, Template]]) -> str:
         "Severity: **page** alarms notify nobody themselves; they feed the stage's composite alarm, the",
         "only paging notification (one incident pages once). **warning** alarms notify the stage's topic on",
         "ALARM and OK. **scaling** alarms drive worker scaling and notify nobody. Logical IDs are the",
-        "alarms' names in the CloudFormation stack; the console shows them as `<stack>-<logical id>-<suffix>`.",
+        "alarms' names in the CloudFormation stack; the console shows them as",
+        "`<stack>-<logical id>-<suffix>`.",
     ]
     for stage, stacks in templates.items():
         lines += ["", f"## Stage `{stage}`"]
@@ -88,7 +89,9 @@ def render(templates: Mapping[str, Mapping[str, Template]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def severity(logical_id: str, alarm: Mapping[str, Any], resources: Mapping[str, Any], paged_by: Mapping[str, str]) -> str:
+def severity(
+    logical_id: str, alarm: Mapping[str, Any], resources: Mapping[str, Any], paged_by: Mapping[str, str]
+) -> str:
     """page, warning or scaling, as the inventory states it."""
     props = alarm["Properties"]
     if alarm["Type"] == COMPOSITE:
@@ -134,7 +137,9 @@ def _getatt_targets(value: Any) -> Iterable[str]:
             yield from _getatt_targets(inner)
 
 
-def _counts(alarms: Mapping[str, Any], resources: Mapping[str, Any], paged_by: Mapping[str, str]) -> list[str]:
+def _counts(
+    alarms: Mapping[str, Any], resources: Mapping[str, Any], paged_by: Mapping[str, str]
+) -> list[str]:
     kinds: dict[str, int] = {}
     for logical_id, alarm in alarms.items():
         if alarm["Type"] == ALARM:
@@ -142,10 +147,14 @@ def _counts(alarms: Mapping[str, Any], resources: Mapping[str, Any], paged_by: M
             kinds[kind] = kinds.get(kind, 0) + 1
     composites = sum(1 for alarm in alarms.values() if alarm["Type"] == COMPOSITE)
     parts = [f"{count} {kind}" for kind, count in sorted(kinds.items())]
-    return [f"{len(alarms) - composites} metric alarms ({', '.join(parts)}) and {composites} composite alarm(s)."]
+    return [
+        f"{len(alarms) - composites} metric alarms ({', '.join(parts)}) and {composites} composite alarm(s)."
+    ]
 
 
-def _row(logical_id: str, alarm: Mapping[str, Any], resources: Mapping[str, Any], paged_by: Mapping[str, str]) -> str:
+def _row(
+    logical_id: str, alarm: Mapping[str, Any], resources: Mapping[str, Any], paged_by: Mapping[str, str]
+) -> str:
     props = alarm["Properties"]
     anchor = runbook_anchor(alarm)
     runbook = f"[{anchor}](runbooks.md#{anchor})" if anchor else "**none**"
@@ -159,9 +168,10 @@ def _row(logical_id: str, alarm: Mapping[str, Any], resources: Mapping[str, Any]
             "-",
         ]
     else:
+        comparison = props["ComparisonOperator"]
         cells += [
             _signal(props),
-            f"{_COMPARISON.get(props['ComparisonOperator'], props['ComparisonOperator'])} {_number(props['Threshold'])}",
+            f"{_COMPARISON.get(comparison, comparison)} {_number(props['Threshold'])}",
             _evaluation(props),
             f"`{props.get('TreatMissingData', 'missing (default)')}`",
         ]
@@ -185,7 +195,9 @@ def _signal(props: Mapping[str, Any]) -> str:
 
 def _metric(metric: Mapping[str, Any], statistic: str) -> str:
     dimensions = ", ".join(f"{d['Name']}={_value(d['Value'])}" for d in metric.get("Dimensions", []))
-    return f"{metric['Namespace']} {metric['MetricName']} {statistic}" + (f" {{{dimensions}}}" if dimensions else "")
+    return f"{metric['Namespace']} {metric['MetricName']} {statistic}" + (
+        f" {{{dimensions}}}" if dimensions else ""
+    )
 
 
 def _evaluation(props: Mapping[str, Any]) -> str:
@@ -198,13 +210,17 @@ def _evaluation(props: Mapping[str, Any]) -> str:
     return f"{datapoints} of {evaluation} x {window}"
 
 
-def _actions(logical_id: str, props: Mapping[str, Any], resources: Mapping[str, Any], paged_by: Mapping[str, str]) -> str:
+def _actions(
+    logical_id: str, props: Mapping[str, Any], resources: Mapping[str, Any], paged_by: Mapping[str, str]
+) -> str:
     def described(actions: list[Any]) -> str:
         out = []
         for action in actions:
             target = _ref(action)
             kind = resources.get(target, {}).get("Type", "")
-            verb = {"AWS::SNS::Topic": "notify", "AWS::ApplicationAutoScaling::ScalingPolicy": "scale"}.get(kind, "")
+            verb = {"AWS::SNS::Topic": "notify", "AWS::ApplicationAutoScaling::ScalingPolicy": "scale"}.get(
+                kind, ""
+            )
             out.append(f"{verb} `{target}`".strip())
         return ", ".join(out)
 
@@ -229,22 +245,24 @@ def _ref(value: Any) -> str:
 
 
 def _value(value: Any) -> str:
+    """A template value as text: intrinsic functions shown by the logical IDs they name."""
     if isinstance(value, (str, int, float)):
         return str(value)
-    if isinstance(value, dict):
-        if "Ref" in value:
-            return f"<{value['Ref']}>"
-        if "Fn::GetAtt" in value:
-            return f"<{'.'.join(value['Fn::GetAtt'])}>"
-        if "Fn::Join" in value:
-            separator, parts = value["Fn::Join"]
-            return str(separator).join(_value(part) for part in parts)
-        if "Fn::GetStackOutput" in value:
-            return f"<{_OUTPUT_PREFIX.sub('', value['Fn::GetStackOutput']['OutputName'])}>"
-        if "Fn::ImportValue" in value:
-            name = _value(value["Fn::ImportValue"]).split(":")[-1]
-            return f"<{_OUTPUT_PREFIX.sub('', name)}>"
+    if isinstance(value, dict) and len(value) == 1:
+        [(function, argument)] = value.items()
+        shown = _INTRINSICS.get(function)
+        if shown is not None:
+            return shown(argument)
     return json.dumps(value, sort_keys=True)
+
+
+_INTRINSICS: dict[str, Callable[[Any], str]] = {
+    "Ref": lambda name: f"<{name}>",
+    "Fn::GetAtt": lambda parts: f"<{'.'.join(parts)}>",
+    "Fn::Join": lambda args: str(args[0]).join(_value(part) for part in args[1]),
+    "Fn::GetStackOutput": lambda args: f"<{_OUTPUT_PREFIX.sub('', args['OutputName'])}>",
+    "Fn::ImportValue": lambda name: f"<{_OUTPUT_PREFIX.sub('', _value(name).split(':')[-1])}>",
+}
 
 
 def _number(value: Any) -> str:

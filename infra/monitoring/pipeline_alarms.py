@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
+from celery_fleet.contract import task_metrics
 from constructs import Construct
 
-from celery_fleet.contract import task_metrics
 from infra.monitoring.alarms import AlarmBook, Severity
 from infra.monitoring.runbooks import Runbook
 from infra.task_events import TaskEventIngester
@@ -25,7 +25,13 @@ class PipelineAlarms(Construct):
     """
 
     def __init__(
-        self, scope: Construct, construct_id: str, *, book: AlarmBook, ingester: TaskEventIngester, namespace: str
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        book: AlarmBook,
+        ingester: TaskEventIngester,
+        namespace: str,
     ) -> None:
         super().__init__(scope, construct_id)
         self.errors = book.add(
@@ -51,11 +57,13 @@ class PipelineAlarms(Construct):
             metric=ingester.function.metric_throttles(period=WINDOW, statistic="Sum"),
             threshold=0,
             comparison=_GT,
-            # Throttled log deliveries are retried by Lambda for hours; 15 minutes of it is a limit, not a blip.
+            # Throttled log deliveries are retried by Lambda for hours; 15 minutes of it is a limit, not
+            # a blip.
             evaluation_periods=3,
             missing=_NOT_BREACHING,
             what="the task-event ingest Lambda has been throttled for 15 minutes; task metrics arrive late.",
-            first_check="the account's Lambda concurrency (ConcurrentExecutions) and other functions using it.",
+            first_check="the account's Lambda concurrency (ConcurrentExecutions) and other functions "
+            "using it.",
             runbook=Runbook.INGEST_THROTTLES,
         )
         self.dead_letters = book.add(
@@ -91,7 +99,9 @@ class PipelineAlarms(Construct):
             comparison=_GT,
             evaluation_periods=1,
             missing=_NOT_BREACHING,
-            what="the ingest Lambda received task-event lines it could not read; those outcomes are not counted.",
-            first_check="the ingest Lambda's log for 'malformed task event' samples, and the workers' celery_fleet version.",
+            what="the ingest Lambda received task-event lines it could not read; those outcomes are not "
+            "counted.",
+            first_check="the ingest Lambda's log for 'malformed task event' samples, and the workers' "
+            "celery_fleet version.",
             runbook=Runbook.MALFORMED_EVENTS,
         )

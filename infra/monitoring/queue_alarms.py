@@ -86,7 +86,8 @@ class QueueAlarms(Construct):
                         missing=cloudwatch.TreatMissingData.NOT_BREACHING,
                         what=f"a task in queue(s) {listed} (worker group {name!r}) has waited over "
                         f"{group.oldest_task_slo_s} s, the group's SLO, for 3 minutes.",
-                        first_check=f"workers running vs desired for {name!r} and their failure rate on the dashboard.",
+                        first_check=f"workers running vs desired for {name!r} and their failure rate on "
+                        "the dashboard.",
                         runbook=Runbook.OLDEST_TASK_LATE,
                     )
                 )
@@ -112,9 +113,11 @@ class QueueAlarms(Construct):
                         evaluation_periods=minutes,
                         # No queue data is the publisher's alarm, not this one.
                         missing=cloudwatch.TreatMissingData.NOT_BREACHING,
-                        what=f"tasks have waited in queue(s) {listed} for {minutes} minutes while no worker of "
-                        f"group {name!r} runs: scaling from zero did not start one, or every worker crashed.",
-                        first_check=f"the ECS service of {name!r}: its events and its stopped tasks' reasons.",
+                        what=f"tasks have waited in queue(s) {listed} for {minutes} minutes while no "
+                        f"worker of group {name!r} runs: scaling from zero did not start one, or every "
+                        "worker crashed.",
+                        first_check=f"the ECS service of {name!r}: its events and its stopped tasks' "
+                        "reasons.",
                         runbook=Runbook.BACKLOG_WITHOUT_WORKERS,
                     )
                 )
@@ -125,7 +128,7 @@ class QueueAlarms(Construct):
             "MetricsMissing",
             severity=Severity.PAGE,
             # The publisher writes every queue in each poll: one queue's sample count tells whether it ran.
-            metric=publisher.waiting_metric(fleet_first_queue(groups), statistic="SampleCount"),
+            metric=publisher.waiting_metric(_first_queue(groups), statistic="SampleCount"),
             threshold=1,
             comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
             evaluation_periods=silent,
@@ -153,5 +156,5 @@ class QueueAlarms(Construct):
         )
 
 
-def fleet_first_queue(groups: dict[str, WorkerGroupConfig]) -> str:
+def _first_queue(groups: dict[str, WorkerGroupConfig]) -> str:
     return next(iter(groups.values())).queues[0]

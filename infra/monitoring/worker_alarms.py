@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
-from constructs import Construct
-
 from celery_fleet.contract import task_metrics
 from celery_fleet.contract.queue_metrics import QUEUE_DIMENSION
+from constructs import Construct
+
 from infra.config.monitoring import MonitoringConfig
 from infra.config.workers import WorkerGroupConfig
 from infra.monitoring.alarms import AlarmBook, Severity, chunks, pascal, sum_of
@@ -40,7 +40,9 @@ def failure_rate(
     `id_prefix` keeps metric IDs apart when several rates share one graph.
     """
     failed = {f"{id_prefix}f{i}": task_count(namespace, task_metrics.FAILED, q) for i, q in enumerate(queues)}
-    succeeded = {f"{id_prefix}s{i}": task_count(namespace, task_metrics.SUCCEEDED, q) for i, q in enumerate(queues)}
+    succeeded = {
+        f"{id_prefix}s{i}": task_count(namespace, task_metrics.SUCCEEDED, q) for i, q in enumerate(queues)
+    }
     f = " + ".join(f"FILL({key}, 0)" for key in failed)
     s = " + ".join(f"FILL({key}, 0)" for key in succeeded)
     return cloudwatch.MathExpression(
@@ -76,11 +78,20 @@ class WorkerAlarms(Construct):
             runs = chunks(group.queues, QUEUES_PER_ALARM)
             for index, queues in enumerate(runs, start=1):
                 suffix = f"Queues{index}" if len(runs) > 1 else ""
-                self._outcomes(book, name, suffix, queues, namespace, config)
+                self._outcomes(
+                    book, name=name, suffix=suffix, queues=queues, namespace=namespace, config=config
+                )
             self._service(book, fleet, name, config)
 
     def _outcomes(
-        self, book: AlarmBook, name: str, suffix: str, queues: list[str], namespace: str, config: MonitoringConfig
+        self,
+        book: AlarmBook,
+        *,
+        name: str,
+        suffix: str,
+        queues: list[str],
+        namespace: str,
+        config: MonitoringConfig,
     ) -> None:
         prefix, listed = pascal(name), ", ".join(queues)
         rate = config.failure_rate_percent
@@ -90,7 +101,10 @@ class WorkerAlarms(Construct):
                 f"{prefix}FailureRate{suffix}",
                 severity=Severity.PAGE,
                 metric=failure_rate(
-                    namespace, queues, min_tasks=config.failure_rate_min_tasks, label=f"Failed tasks, % ({name})"
+                    namespace,
+                    queues,
+                    min_tasks=config.failure_rate_min_tasks,
+                    label=f"Failed tasks, % ({name})",
                 ),
                 threshold=rate,
                 comparison=_GT,
@@ -99,8 +113,10 @@ class WorkerAlarms(Construct):
                 evaluation_periods=2,
                 missing=_NOT_BREACHING,
                 what=f"over {rate:g} % of the tasks finished in queue(s) {listed} (worker group {name!r}) "
-                f"failed, 10 minutes running (counted from {config.failure_rate_min_tasks} tasks per 5 minutes).",
-                first_check="the saved Logs Insights query failures-by-task-and-exception: one task? one exception?",
+                f"failed, 10 minutes running (counted from {config.failure_rate_min_tasks} tasks per 5 "
+                "minutes).",
+                first_check="the saved Logs Insights query failures-by-task-and-exception: one task? one "
+                "exception?",
                 runbook=Runbook.FAILURE_RATE_HIGH,
             )
         )
@@ -119,7 +135,8 @@ class WorkerAlarms(Construct):
             comparison=_GT,
             evaluation_periods=1,
             missing=_NOT_BREACHING,
-            what=f"tasks in queue(s) {listed} (worker group {name!r}) retried over {surge} times in 5 minutes.",
+            what=f"tasks in queue(s) {listed} (worker group {name!r}) retried over {surge} times in 5 "
+            "minutes.",
             first_check="the saved Logs Insights query retry-storms: which task, which exception.",
             runbook=Runbook.RETRY_SURGE,
         )
@@ -161,9 +178,7 @@ class WorkerAlarms(Construct):
             runbook=Runbook.WORKER_LOST,
         )
 
-    def _service(
-        self, book: AlarmBook, fleet: WorkerFleet, name: str, config: MonitoringConfig
-    ) -> None:
+    def _service(self, book: AlarmBook, fleet: WorkerFleet, name: str, config: MonitoringConfig) -> None:
         prefix = pascal(name)
         service = fleet.services[name].service
         cpu = config.worker_cpu_percent
@@ -218,6 +233,7 @@ class WorkerAlarms(Construct):
             missing=_NOT_BREACHING,
             what=f"worker group {name!r} has run fewer tasks than desired for {minutes} minutes: tasks fail "
             "to start (image, secret, capacity) or crash soon after.",
-            first_check=f"the stopped tasks of {name!r}: aws ecs list-tasks --desired-status STOPPED, then their stoppedReason.",
+            first_check=f"the stopped tasks of {name!r}: aws ecs list-tasks --desired-status STOPPED, then "
+            "their stoppedReason.",
             runbook=Runbook.WORKER_TASKS_NOT_STARTING,
         )

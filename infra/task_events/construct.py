@@ -90,7 +90,7 @@ class TaskEventIngester(Construct):
             self.on_failure_queue,
             "AwsSolutions-SQS3",
             "This queue is itself the dead-letter destination of the ingest Lambda; nothing consumes it "
-            "automatically, an alarm pages when it is not empty.",
+            "automatically; an alarm notifies the stage's topic when it is not empty.",
         )
 
         self.function = lambda_.Function(

@@ -26,7 +26,8 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     (
         "email without a domain",
         {"notify_emails": ["oncall"]},
-        "monitoring.notify_emails: 'oncall' is not an email address; expected one address like name@example.com",
+        "monitoring.notify_emails: 'oncall' is not an email address; expected one address like "
+        "name@example.com",
     ),
     (
         "two addresses in one string",
@@ -64,8 +65,8 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     (
         "slack channel given by name",
         {"slack": {"workspace_id": "T0123ABCDE", "channel_id": "#celery-alerts"}},
-        "monitoring.slack.channel_id: '#celery-alerts' is not a Slack channel ID; expected letters and digits "
-        "like C0123ABCDE (the ID from the channel's details, not its name)",
+        "monitoring.slack.channel_id: '#celery-alerts' is not a Slack channel ID; expected letters and "
+        "digits like C0123ABCDE (the ID from the channel's details, not its name)",
     ),
     (
         "unknown slack key",
@@ -107,7 +108,8 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     (
         "publisher silence of one minute",
         {"queue_metrics_missing_minutes": 1},
-        "monitoring.queue_metrics_missing_minutes: 1 is not allowed: input should be greater than or equal to 2",
+        "monitoring.queue_metrics_missing_minutes: 1 is not allowed: input should be greater than or equal "
+        "to 2",
     ),
     (
         "misspelt key",

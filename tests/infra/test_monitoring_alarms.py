@@ -27,11 +27,13 @@ def _stateless(request: pytest.FixtureRequest, stage: str) -> Template:
 
 
 def _alarms(template: Template) -> dict[str, dict[str, Any]]:
-    return template.find_resources(ALARM)
+    return {k: dict(v) for k, v in template.find_resources(ALARM).items()}
 
 
 def _by_description(template: Template, fragment: str) -> list[dict[str, Any]]:
-    return [a["Properties"] for a in _alarms(template).values() if fragment in a["Properties"]["AlarmDescription"]]
+    return [
+        a["Properties"] for a in _alarms(template).values() if fragment in a["Properties"]["AlarmDescription"]
+    ]
 
 
 def _one(template: Template, fragment: str) -> dict[str, Any]:
@@ -54,7 +56,9 @@ def _dimension_values(props: dict[str, Any], name: str) -> list[Any]:
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_every_alarm_acts_itself_or_through_the_paging_composite(request: pytest.FixtureRequest, stage: str) -> None:
+def test_every_alarm_acts_itself_or_through_the_paging_composite(
+    request: pytest.FixtureRequest, stage: str
+) -> None:
     template = _stateless(request, stage)
     children = composite_children(template.to_json())
     silent = [
@@ -68,16 +72,24 @@ def test_every_alarm_acts_itself_or_through_the_paging_composite(request: pytest
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_every_alarm_description_ends_with_its_runbook_section(request: pytest.FixtureRequest, stage: str) -> None:
+def test_every_alarm_description_ends_with_its_runbook_section(
+    request: pytest.FixtureRequest, stage: str
+) -> None:
     template = _stateless(request, stage)
     resources = {**_alarms(template), **template.find_resources(COMPOSITE)}
-    unexplained = [k for k, a in resources.items() if not RUNBOOK.search(a["Properties"].get("AlarmDescription", ""))]
+    unexplained = [
+        k for k, a in resources.items() if not RUNBOOK.search(a["Properties"].get("AlarmDescription", ""))
+    ]
     assert unexplained == []
 
 
 @pytest.mark.parametrize("stage", STAGES)
-def test_every_alarm_sets_missing_data_handling_explicitly(request: pytest.FixtureRequest, stage: str) -> None:
-    implicit = [k for k, a in _alarms(_stateless(request, stage)).items() if "TreatMissingData" not in a["Properties"]]
+def test_every_alarm_sets_missing_data_handling_explicitly(
+    request: pytest.FixtureRequest, stage: str
+) -> None:
+    implicit = [
+        k for k, a in _alarms(_stateless(request, stage)).items() if "TreatMissingData" not in a["Properties"]
+    ]
     assert implicit == []
 
 
@@ -93,7 +105,9 @@ def test_every_alarm_stays_within_cloudwatch_limits(request: pytest.FixtureReque
 
 def test_paging_composite_reads_exactly_the_page_level_alarms(prod: Synthesized) -> None:
     template = prod.template("stateless")
-    pages = {k for k, a in _alarms(template).items() if a["Properties"]["AlarmDescription"].startswith("[PAGE]")}
+    pages = {
+        k for k, a in _alarms(template).items() if a["Properties"]["AlarmDescription"].startswith("[PAGE]")
+    }
     assert len(template.find_resources(COMPOSITE)) == 1
     assert set(composite_children(template.to_json())) == pages
 
@@ -216,7 +230,9 @@ def test_tasks_not_starting_compares_desired_with_running_tasks(prod: Synthesize
     props = _by_description(prod.template("stateless"), "#worker-tasks-not-starting")
     assert len(props) == len(stage_config("prod").workers.groups)
     for alarm in props:
-        assert [q["Expression"] for q in alarm["Metrics"] if q.get("ReturnData")] == ["desired - FILL(running, 0)"]
+        assert [q["Expression"] for q in alarm["Metrics"] if q.get("ReturnData")] == [
+            "desired - FILL(running, 0)"
+        ]
         assert alarm["EvaluationPeriods"] == minutes
 
 

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from celery_fleet.contract import task_metrics
+
 from tests.support.synth import Synthesized, stage_config
 
 DASHBOARD = "AWS::CloudWatch::Dashboard"
@@ -23,13 +24,19 @@ def _widgets(stage: Synthesized) -> list[dict[str, Any]]:
 
 
 def _graph(stage: Synthesized, title: str) -> dict[str, Any]:
-    found = [w["properties"] for w in _widgets(stage) if w["properties"].get("title") == title]
+    found: list[dict[str, Any]] = [
+        w["properties"] for w in _widgets(stage) if w["properties"].get("title") == title
+    ]
     assert len(found) == 1, f"{len(found)} widgets titled {title!r}"
     return found[0]
 
 
 def _expressions(graph: dict[str, Any]) -> list[str]:
-    return [row[-1]["expression"] for row in graph["metrics"] if isinstance(row[-1], dict) and "expression" in row[-1]]
+    return [
+        row[-1]["expression"]
+        for row in graph["metrics"]
+        if isinstance(row[-1], dict) and "expression" in row[-1]
+    ]
 
 
 def test_default_stage_deploys_a_dashboard(dev: Synthesized) -> None:
@@ -38,7 +45,9 @@ def test_default_stage_deploys_a_dashboard(dev: Synthesized) -> None:
 
 def test_every_alarm_of_the_stage_is_on_the_dashboard(dev: Synthesized) -> None:
     template = dev.template("stateless")
-    monitoring_alarms = [k for k in template.find_resources("AWS::CloudWatch::Alarm") if k.startswith("Monitoring")]
+    monitoring_alarms = [
+        k for k in template.find_resources("AWS::CloudWatch::Alarm") if k.startswith("Monitoring")
+    ]
     composites = template.find_resources("AWS::CloudWatch::CompositeAlarm")
     [status] = [w["properties"] for w in _widgets(dev) if w["type"] == "alarm"]
     assert len(status["alarms"]) == len(monitoring_alarms) + len(composites)
@@ -77,15 +86,18 @@ def test_throughput_shows_every_outcome_summed_over_queues(dev: Synthesized) -> 
 def test_failure_rate_graph_has_one_line_per_worker_group(prod: Synthesized) -> None:
     graph = _graph(prod, "Failed tasks, % of finished, per worker group (5 minutes)")
     labels = [row[-1]["label"] for row in graph["metrics"] if "expression" in row[-1]]
-    assert labels == [f"{name} ({', '.join(g.queues)})" for name, g in stage_config("prod").workers.groups.items()]
+    assert labels == [
+        f"{name} ({', '.join(g.queues)})" for name, g in stage_config("prod").workers.groups.items()
+    ]
 
 
 def test_runtime_and_queue_wait_percentiles_are_searched_per_task_name(dev: Synthesized) -> None:
     for metric_name, title in ((task_metrics.RUNTIME, "Runtime"), (task_metrics.QUEUE_WAIT, "Queue wait")):
         for percentile in ("p50", "p90", "p99"):
             graph = _graph(dev, f"{title} {percentile} per task (s)")
+            schema = '{"CeleryFleet/dev",TaskName,Queue}'
             assert _expressions(graph) == [
-                f"SEARCH('{{\"CeleryFleet/dev\",TaskName,Queue}} MetricName=\"{metric_name}\"', '{percentile}', 60)"
+                f"SEARCH('{schema} MetricName=\"{metric_name}\"', '{percentile}', 60)"
             ]
 
 
