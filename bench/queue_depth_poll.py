@@ -1,17 +1,21 @@
 """Cost of one queue-depth poll: Redis round trips and wall time, pipelined versus one command per key.
 
-The queue-depth publisher reads, for every queue, LLEN and LINDEX -1 of the bare list and of each
-priority sibling, and HLEN of `unacked` once. It sends all of them in one pipeline (one round trip);
-the naive way sends each command on its own. This benchmark measures both on the same broker:
+The queue-depth publisher reads, for every queue, LLEN, LINDEX 0 and LINDEX -1 of the bare list and
+of each priority sibling, and HLEN and one HSCAN (COUNT MAX_UNACKED_READ) of `unacked` once. It sends
+all of them in one pipeline (one round trip); the naive way sends each command on its own. This
+benchmark measures both on the same broker:
 
 * starts a throwaway redis-server on loopback (tests.support.redis_server.RedisServer);
 * fills `--queues` queues (50) with real Celery messages (`apply_async`, stamped with a send time
   by a `before_task_publish` handler), `--per-priority` messages (30) at each of kombu's default
-  priorities 0, 3, 6 and 9, and has a real kombu consumer hold `--in-flight` (25) of them unacked;
+  priorities 0, 3, 6 and 9, and has a real kombu consumer hold `--in-flight` (25) of them unacked,
+  taken from the queues in turn;
 * runs `--polls` polls (200) of each approach after a few warm-up polls, counting round trips (a
   counting redis-py connection) and commands (`INFO commandstats` deltas), timing each poll;
 * also polls with only kombu's default steps (0, 3, 6, 9) to show what reading all ten possible
   sibling lists costs;
+* reports the bytes of `unacked` entries one poll reads and whether that read was whole (the per-queue
+  in-flight figures are published only then);
 * builds the PutMetricData requests of one poll and serializes them as boto3 would send them
   (botocore's serializer for the client's protocol, no network) to report the payload size.
 
@@ -44,9 +48,11 @@ from celery import Celery  # noqa: E402
 from celery.signals import before_task_publish  # noqa: E402
 from celery_fleet.contract.queue_metrics import SENT_AT_HEADER  # noqa: E402
 from queue_depth.logic import (  # noqa: E402
+    MAX_UNACKED_READ,
     UNACKED_KEY,
     QueueStats,
     batches,
+    in_flight_by_queue,
     metric_data,
     read_queue_stats,
     sent_at,
@@ -79,14 +85,22 @@ def naive_read(client: redis.Redis, queues: Sequence[str], now: float) -> QueueS
         stamps: list[float] = []
         for key in sibling_keys(queue):
             depth += int(client.llen(key))
-            stamp = sent_at(client.lindex(key, -1))
-            if stamp is not None:
-                stamps.append(stamp)
+            for index in (0, -1):
+                stamp = sent_at(client.lindex(key, index))
+                if stamp is not None:
+                    stamps.append(stamp)
         waiting[queue] = depth
         if stamps:
             ages[queue] = max(0.0, now - min(stamps))
+    in_flight = int(client.hlen(UNACKED_KEY))
+    cursor, entries = client.hscan(UNACKED_KEY, 0, count=MAX_UNACKED_READ)
+    assert isinstance(entries, dict)
     return QueueStats(
-        polled_at=now, waiting=waiting, oldest_age_s=ages, in_flight=int(client.hlen(UNACKED_KEY))
+        polled_at=now,
+        waiting=waiting,
+        oldest_age_s=ages,
+        in_flight=in_flight,
+        in_flight_by_queue=in_flight_by_queue(queues, entries.values()) if cursor == 0 else None,
     )
 
 
@@ -122,7 +136,7 @@ def measure(
     assert stats is not None
     read_commands = sum(
         after.get(f"cmdstat_{name}", 0) - before.get(f"cmdstat_{name}", 0)
-        for name in ("llen", "lindex", "hlen")
+        for name in ("llen", "lindex", "hlen", "hscan")
     )
     figures = Figures(
         approach=approach,
@@ -186,9 +200,12 @@ def run(queue_count: int, per_priority: int, in_flight: int, polls: int) -> dict
         client = redis.Redis(connection_pool=pool)
         with app.connection_for_read() as consumer:
             channel: Any = consumer.default_channel
-            # A real consumer's delivery (kombu's basic_get) left unacknowledged: kept in `unacked`.
-            held = [channel.basic_get(queues[0], no_ack=False) for _ in range(in_flight)]
+            # A real consumer's deliveries (kombu's basic_get) left unacknowledged: kept in `unacked`.
+            held = [channel.basic_get(queues[n % queue_count], no_ack=False) for n in range(in_flight)]
             assert all(message is not None for message in held)
+            _, entries = client.hscan(UNACKED_KEY, 0, count=MAX_UNACKED_READ)
+            assert isinstance(entries, dict)
+            unacked_bytes = sum(len(field) + len(value) for field, value in entries.items())
 
             pipelined, pipelined_stats = measure(
                 "pipeline, 10 sibling lists (publisher)",
@@ -210,6 +227,9 @@ def run(queue_count: int, per_priority: int, in_flight: int, polls: int) -> dict
 
     assert pipelined_stats.waiting == naive_stats.waiting, "both approaches must read the same depths"
     assert pipelined_stats.in_flight == naive_stats.in_flight == in_flight
+    assert pipelined_stats.in_flight_by_queue == naive_stats.in_flight_by_queue
+    if pipelined_stats.in_flight_by_queue is not None:
+        assert sum(pipelined_stats.in_flight_by_queue.values()) == in_flight
     data = metric_data(pipelined_stats, storage_resolution=60)
     sizes = payload_bytes(data)
     stored_messages = sum(pipelined_stats.waiting.values())
@@ -218,6 +238,8 @@ def run(queue_count: int, per_priority: int, in_flight: int, polls: int) -> dict
         "lists_per_queue_read": len(sibling_keys("q")),
         "messages_waiting": stored_messages,
         "messages_in_flight": pipelined_stats.in_flight,
+        "unacked_bytes_read_per_poll": unacked_bytes,
+        "in_flight_by_queue_published": pipelined_stats.in_flight_by_queue is not None,
         "publish_s": round(publish_s, 2),
         "polls": polls,
         "figures": [asdict(figures) for figures in (pipelined, default_steps, naive)],
@@ -235,6 +257,10 @@ def print_table(report: dict[str, Any]) -> None:
         f"{report['queues']} queues x {report['lists_per_queue_read']} lists read, "
         f"{report['messages_waiting']} messages waiting, {report['messages_in_flight']} in flight "
         f"(published with apply_async in {report['publish_s']} s); {report['polls']} polls per approach"
+    )
+    print(
+        f"unacked entries read per poll: {report['unacked_bytes_read_per_poll']} bytes; per-queue in "
+        f"flight published: {report['in_flight_by_queue_published']} (reads up to {MAX_UNACKED_READ} entries)"
     )
     header = (
         f"{'approach':<42} {'round trips/poll':>16} {'commands/poll':>14} {'median ms':>10} {'p95 ms':>8}"
@@ -264,8 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--polls", type=int, default=200, help="timed polls per approach")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
-    if args.in_flight > 4 * args.per_priority:
-        parser.error("--in-flight cannot exceed the first queue's messages (4 x --per-priority)")
+    if args.in_flight > 4 * args.per_priority * args.queues:
+        parser.error("--in-flight cannot exceed the messages published (4 x --per-priority x --queues)")
     report = run(args.queues, args.per_priority, args.in_flight, args.polls)
     if args.json:
         print(json.dumps(report, indent=2))

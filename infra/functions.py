@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import RemovalPolicy, Stack
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
@@ -22,9 +22,9 @@ POWERTOOLS_LAYER_VERSION = 27
 
 
 def powertools_layer(scope: Construct, construct_id: str) -> lambda_.ILayerVersion:
-    region = Stack.of(scope).region
+    stack = Stack.of(scope)
     arn = (
-        f"arn:aws:lambda:{region}:{POWERTOOLS_LAYER_ACCOUNT}:layer:"
+        f"arn:{stack.partition}:lambda:{stack.region}:{POWERTOOLS_LAYER_ACCOUNT}:layer:"
         f"AWSLambdaPowertoolsPythonV3-python314-arm64:{POWERTOOLS_LAYER_VERSION}"
     )
     return lambda_.LayerVersion.from_layer_version_arn(scope, construct_id, arn)
@@ -35,7 +35,3 @@ def function_log_group(scope: Construct, construct_id: str, *, retention_days: i
     return logs.LogGroup(
         scope, construct_id, retention=retention(retention_days), removal_policy=RemovalPolicy.DESTROY
     )
-
-
-def timeout(seconds: int) -> Duration:
-    return Duration.seconds(seconds)

@@ -32,15 +32,6 @@ class StatelessStack(Stack):
         network, broker = stateful.network, stateful.broker
         namespace = queue_metrics.namespace(config.name)
 
-        self.fleet = WorkerFleet(
-            self,
-            "Workers",
-            vpc=network.vpc,
-            subnets=network.private_subnets,
-            broker=broker,
-            config=config.workers,
-            metric_namespace=namespace,
-        )
         self.queue_depth = QueueDepthPublisher(
             self,
             "QueueDepthPublisher",
@@ -51,6 +42,15 @@ class StatelessStack(Stack):
             namespace=namespace,
             high_resolution=config.workers.high_resolution_metrics,
             log_retention_days=config.workers.log_retention_days,
+        )
+        self.fleet = WorkerFleet(
+            self,
+            "Workers",
+            vpc=network.vpc,
+            subnets=network.private_subnets,
+            broker=broker,
+            config=config.workers,
+            queue_metrics=self.queue_depth.metrics,
         )
         self.task_events = TaskEventIngester(
             self,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import cast
-
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_elasticache as elasticache
@@ -167,19 +165,8 @@ class Broker(Construct):
     def admit(self, client: ec2.IConnectable, description: str) -> None:
         """Allow `client` to reach the broker port.
 
-        The ingress rule is created beside the client's security group, in the client's stack. With
-        `connections.allow_default_port_from` CDK would put it on the broker's side, making the
-        stateful stack depend on the stateless one (a cycle, and a broker stack that changes whenever
-        a worker group does).
+        Called from the client's side so that CDK puts the ingress rule in the client's stack: the
+        stateful stack then never depends on the stateless one, and a new worker group changes only
+        the stateless stack.
         """
-        for group in client.connections.security_groups:
-            ec2.CfnSecurityGroupIngress(
-                cast(Construct, group),
-                "BrokerIngress",
-                group_id=self.security_group.security_group_id,
-                source_security_group_id=group.security_group_id,
-                ip_protocol="tcp",
-                from_port=self.port,
-                to_port=self.port,
-                description=description,
-            )
+        client.connections.allow_to_default_port(self.connections, description)

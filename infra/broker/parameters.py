@@ -40,8 +40,3 @@ def parameter_group_family(engine: str, engine_version: str) -> str:
 def parameter_values() -> dict[str, str]:
     """The parameters set on the broker's group (the same in every supported family)."""
     return {"maxmemory-policy": MAXMEMORY_POLICY, "list-compress-depth": str(LIST_COMPRESS_DEPTH)}
-
-
-def redis_server_settings() -> dict[str, str]:
-    """The same settings as redis-server directives, so benchmarks and tests run a broker like ours."""
-    return parameter_values()

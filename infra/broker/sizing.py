@@ -68,6 +68,7 @@ class BrokerSizing:
     """The chosen node and the numbers behind it, for the synth summary and the stack."""
 
     node_type: str
+    maxmemory_bytes: int
     usable_bytes: int
     bytes_per_task: int
     predicted_bytes: int
@@ -77,8 +78,8 @@ class BrokerSizing:
     def summary(self) -> str:
         return (
             f"{self.node_type} ({self.reason}); predicted {self.predicted_bytes / GIB:.2f} GiB at peak "
-            f"backlog, {self.required_bytes / GIB:.2f} GiB with headroom, "
-            f"{self.usable_bytes / GIB:.2f} GiB usable"
+            f"backlog ({100 * self.predicted_bytes / self.maxmemory_bytes:.0f} % of maxmemory), "
+            f"{self.required_bytes / GIB:.2f} GiB with headroom, {self.usable_bytes / GIB:.2f} GiB usable"
         )
 
 
@@ -122,13 +123,22 @@ def size_broker(config: BrokerConfig) -> BrokerSizing:
                 f"({RESERVED_MEMORY_PERCENT} % of maxmemory reserved), but {numbers}. Choose a larger node, "
                 "lower backlog_tasks, or unset node_type to pick one"
             )
-        return BrokerSizing(node.name, node.usable_bytes, per_task, predicted, required, "from config, fits")
+        return BrokerSizing(
+            node.name,
+            node.maxmemory_bytes,
+            node.usable_bytes,
+            per_task,
+            predicted,
+            required,
+            "from config, fits",
+        )
 
     candidates = [n for n in NODE_TYPES if config.allow_burstable_nodes or not n.burstable]
     for node in candidates:
         if node.usable_bytes >= required:
             return BrokerSizing(
                 node.name,
+                node.maxmemory_bytes,
                 node.usable_bytes,
                 per_task,
                 predicted,

@@ -84,7 +84,13 @@ class BrokerConfig(ConfigModel):
     multi_az: bool = Field(
         default=True, description="Automatic failover to a replica in another AZ. Needs replicas >= 1."
     )
-    port: int = Field(default=6379, ge=1024, le=65535, description="Broker port (TLS only).")
+    port: int = Field(
+        default=6379,
+        ge=1024,
+        le=65535,
+        description="Broker port (TLS only). Set it before the first deploy: changing it replaces the "
+        "broker, and the new one starts empty (a final snapshot of the old one is kept).",
+    )
     snapshot_retention_days: int = Field(
         default=1, ge=0, le=35, description="Daily snapshots kept; 0 disables snapshots."
     )

@@ -22,8 +22,12 @@ FARGATE_MEMORY_MIB: dict[int, tuple[int, ...]] = {
     16384: tuple(range(32768, 122881, 8192)),
 }
 
-# Fargate's ceiling on the time between SIGTERM and SIGKILL.
-FARGATE_MAX_STOP_TIMEOUT_S = 120
+# Memory a worker task needs besides its pool children: Celery's main process, the init process and
+# the kernel's page cache headroom.
+MAIN_PROCESS_MIB = 256
+# A group's idle scale-in alarm reads two metrics per queue (waiting, in flight), and CloudWatch
+# alarms read at most 10.
+MAX_QUEUES_PER_GROUP = 5
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
 _QUEUE = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
@@ -97,7 +101,11 @@ class WorkerGroupConfig(ConfigModel):
     depth at 100 waiting tasks per worker task, back to 0 after the queues are empty for 15 minutes.
     """
 
-    queues: list[str] = Field(min_length=1, description="Celery queues this group consumes (-Q).")
+    queues: list[str] = Field(
+        min_length=1,
+        max_length=MAX_QUEUES_PER_GROUP,
+        description=f"Celery queues this group consumes (-Q), 1 to {MAX_QUEUES_PER_GROUP}.",
+    )
     cpu: int = Field(default=1024, description="Task cpu units (1024 = 1 vCPU).")
     memory_mib: int = Field(default=2048, description="Task memory; must suit cpu (Fargate's table).")
     cpu_architecture: Literal["arm64", "x86_64"] = Field(
@@ -184,11 +192,16 @@ class WorkerGroupConfig(ConfigModel):
                 )
             if self.pool != "prefork":
                 raise ValueError(f"autoscale needs pool='prefork' (got pool={self.pool!r})")
-        if self.max_memory_per_child_mib is not None and self.max_memory_per_child_mib >= self.memory_mib:
-            raise ValueError(
-                f"max_memory_per_child_mib={self.max_memory_per_child_mib} is not below the task's "
-                f"memory_mib={self.memory_mib}: a child would be killed by the OOM killer before recycling"
-            )
+        if self.pool == "prefork" and self.max_memory_per_child_mib is not None:
+            needed = self.processes * self.max_memory_per_child_mib + MAIN_PROCESS_MIB
+            if needed > self.memory_mib:
+                raise ValueError(
+                    f"memory_mib={self.memory_mib} cannot hold {self.processes} pool processes of up to "
+                    f"max_memory_per_child_mib={self.max_memory_per_child_mib} plus {MAIN_PROCESS_MIB} MiB "
+                    f"for the main process ({needed} MiB): the kernel would kill the whole worker before "
+                    "any child is recycled. Raise memory_mib, or lower the per-child limit or the process "
+                    "count"
+                )
         return self
 
     @property

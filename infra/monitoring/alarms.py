@@ -125,13 +125,3 @@ def sum_of(metrics: list[cloudwatch.IMetric], *, label: str, period: Duration) -
     return cloudwatch.MathExpression(
         expression=" + ".join(f"FILL({key}, 0)" for key in ids), using_metrics=ids, label=label, period=period
     )
-
-
-def chunks(items: list[str], size: int) -> list[list[str]]:
-    """`items` in runs of at most `size`, for alarms that must stay within the 10-metric limit."""
-    return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def pascal(name: str) -> str:
-    """A worker group name as part of a construct ID: `bulk-io` -> `BulkIo`."""
-    return "".join(part.capitalize() for part in name.split("-"))

@@ -47,7 +47,6 @@ class BrokerAlarms(Construct):
         config: MonitoringConfig,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.node_type = broker.node_type
         self.maxclients = maxclients(broker.node_type)
         self.node_ids = [
             Fn.join("", [broker.replication_group.ref, f"-{n:03d}"]) for n in range(1, replicas + 2)

@@ -9,9 +9,8 @@ from constructs import Construct
 
 from infra.config.monitoring import MonitoringConfig
 from infra.config.workers import WorkerGroupConfig
-from infra.monitoring.alarms import chunks
 from infra.monitoring.broker_alarms import BrokerAlarms
-from infra.monitoring.queue_alarms import QUEUES_PER_ALARM, desired_tasks, running_tasks
+from infra.monitoring.queue_alarms import desired_tasks, running_tasks
 from infra.monitoring.worker_alarms import failure_rate
 from infra.queue_depth import QueueDepthPublisher
 from infra.task_events import TaskEventIngester
@@ -106,13 +105,13 @@ class FleetDashboard(Construct):
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(
                 title="Waiting tasks per queue",
-                left=[publisher.waiting_metric(queue) for queue in queues],
-                right=[publisher.in_flight_metric().with_(label="In flight (all queues)")],
+                left=[publisher.metrics.waiting(queue) for queue in queues],
+                right=[publisher.metrics.in_flight().with_(label="In flight (all queues)")],
                 width=12,
             ),
             cloudwatch.GraphWidget(
                 title="Oldest waiting task age per queue (s)",
-                left=[publisher.oldest_age_metric(queue) for queue in queues],
+                left=[publisher.metrics.oldest_age(queue) for queue in queues],
                 left_annotations=slo_lines,
                 width=12,
             ),
@@ -138,11 +137,7 @@ class FleetDashboard(Construct):
                     failure_rate(
                         namespace, run, min_tasks=1, label=f"{name} ({', '.join(run)})", id_prefix=f"r{n}"
                     )
-                    for n, (name, run) in enumerate(
-                        (name, run)
-                        for name, group in groups.items()
-                        for run in chunks(group.queues, QUEUES_PER_ALARM)
-                    )
+                    for n, (name, run) in enumerate((name, group.queues) for name, group in groups.items())
                 ],
                 left_annotations=[
                     cloudwatch.HorizontalAnnotation(value=config.failure_rate_percent, label="page above")

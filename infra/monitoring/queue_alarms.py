@@ -8,35 +8,21 @@ from constructs import Construct
 
 from infra.config.monitoring import MonitoringConfig
 from infra.config.workers import WorkerGroupConfig
-from infra.monitoring.alarms import AlarmBook, Severity, chunks, max_of, pascal
+from infra.monitoring.alarms import AlarmBook, Severity, max_of
 from infra.monitoring.runbooks import Runbook
+from infra.naming import pascal
 from infra.queue_depth import QueueDepthPublisher
 from infra.workers import WorkerFleet
-
-# Queues per alarm: the failure-rate alarm reads two metrics per queue, and CloudWatch allows ten.
-QUEUES_PER_ALARM = 5
-
-
-def service_count(fleet: WorkerFleet, group: str, metric_name: str) -> cloudwatch.Metric:
-    """A task count of `group`'s service per minute, from Container Insights (always on, see WorkerFleet)."""
-    service = fleet.services[group].service
-    return cloudwatch.Metric(
-        namespace="ECS/ContainerInsights",
-        metric_name=metric_name,
-        dimensions_map={"ClusterName": fleet.cluster.cluster_name, "ServiceName": service.service_name},
-        statistic="Average",
-        period=Duration.minutes(1),
-    )
 
 
 def running_tasks(fleet: WorkerFleet, group: str) -> cloudwatch.Metric:
     """Worker tasks of `group` running."""
-    return service_count(fleet, group, "RunningTaskCount")
+    return fleet.services[group].task_count_metric("RunningTaskCount")
 
 
 def desired_tasks(fleet: WorkerFleet, group: str) -> cloudwatch.Metric:
     """Worker tasks of `group` the service should run (what scaling asked for)."""
-    return service_count(fleet, group, "DesiredTaskCount")
+    return fleet.services[group].task_count_metric("DesiredTaskCount")
 
 
 class QueueAlarms(Construct):
@@ -65,62 +51,55 @@ class QueueAlarms(Construct):
         self.backlog_without_workers: dict[str, list[cloudwatch.Alarm]] = {}
 
         for name, group in groups.items():
-            runs = chunks(group.queues, QUEUES_PER_ALARM)
-            for index, queues in enumerate(runs, start=1):
-                suffix = f"Queues{index}" if len(runs) > 1 else ""
-                listed = ", ".join(queues)
-                ages: list[cloudwatch.IMetric] = [publisher.oldest_age_metric(queue) for queue in queues]
-                self.oldest_task_late.setdefault(name, []).append(
-                    book.add(
-                        self,
-                        f"{pascal(name)}OldestTaskLate{suffix}",
-                        severity=Severity.PAGE,
-                        metric=max_of(ages, label=f"Oldest waiting task age, s ({name})", period=minute),
-                        # The group's own promise (workers.groups.NAME.oldest_task_slo_s).
-                        threshold=group.oldest_task_slo_s,
-                        comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                        # Three minutes in a row: one late task in one poll can be a task published
-                        # with a countdown; a queue that stays late is not.
-                        evaluation_periods=3,
-                        # The age has no data point while a queue is empty: nothing waits, nothing is late.
-                        missing=cloudwatch.TreatMissingData.NOT_BREACHING,
-                        what=f"a task in queue(s) {listed} (worker group {name!r}) has waited over "
-                        f"{group.oldest_task_slo_s} s, the group's SLO, for 3 minutes.",
-                        first_check=f"workers running vs desired for {name!r} and their failure rate on "
-                        "the dashboard.",
-                        runbook=Runbook.OLDEST_TASK_LATE,
-                    )
+            queues = group.queues
+            listed = ", ".join(queues)
+            ages: list[cloudwatch.IMetric] = [publisher.metrics.oldest_age(queue) for queue in queues]
+            self.oldest_task_late.setdefault(name, []).append(
+                book.add(
+                    self,
+                    f"{pascal(name)}OldestTaskLate",
+                    severity=Severity.PAGE,
+                    metric=max_of(ages, label=f"Oldest waiting task age, s ({name})", period=minute),
+                    # The group's own promise (workers.groups.NAME.oldest_task_slo_s).
+                    threshold=group.oldest_task_slo_s,
+                    comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                    # Three minutes in a row: one late task in one poll can be a task published
+                    # with a countdown; a queue that stays late is not.
+                    evaluation_periods=3,
+                    # The age has no data point while a queue is empty: nothing waits, nothing is late.
+                    missing=cloudwatch.TreatMissingData.NOT_BREACHING,
+                    what=f"a task in queue(s) {listed} (worker group {name!r}) has waited over "
+                    f"{group.oldest_task_slo_s} s, the group's SLO, for 3 minutes.",
+                    first_check=f"workers running vs desired for {name!r} and their failure rate on "
+                    "the dashboard.",
+                    runbook=Runbook.OLDEST_TASK_LATE,
                 )
-                waiting = {f"w{i}": publisher.waiting_metric(queue) for i, queue in enumerate(queues)}
-                minutes = config.backlog_without_workers_minutes
-                self.backlog_without_workers.setdefault(name, []).append(
-                    book.add(
-                        self,
-                        f"{pascal(name)}BacklogWithoutWorkers{suffix}",
-                        severity=Severity.PAGE,
-                        metric=cloudwatch.MathExpression(
-                            # Container Insights may publish nothing for a service with no task: FILL
-                            # reads that as none running.
-                            expression=f"IF(FILL(running, 0) < 1, {' + '.join(waiting)}, 0)",
-                            using_metrics={**waiting, "running": running_tasks(fleet, name)},
-                            label=f"Tasks waiting with no worker running ({name})",
-                            period=minute,
-                        ),
-                        threshold=0,
-                        comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                        # Scaling from zero starts a worker within 2-4 minutes; this many minutes
-                        # without one means it did not work.
-                        evaluation_periods=minutes,
-                        # No queue data is the publisher's alarm, not this one.
-                        missing=cloudwatch.TreatMissingData.NOT_BREACHING,
-                        what=f"tasks have waited in queue(s) {listed} for {minutes} minutes while no "
-                        f"worker of group {name!r} runs: scaling from zero did not start one, or every "
-                        "worker crashed.",
-                        first_check=f"the ECS service of {name!r}: its events and its stopped tasks' "
-                        "reasons.",
-                        runbook=Runbook.BACKLOG_WITHOUT_WORKERS,
-                    )
+            )
+            minutes = config.backlog_without_workers_minutes
+            self.backlog_without_workers.setdefault(name, []).append(
+                book.add(
+                    self,
+                    f"{pascal(name)}BacklogWithoutWorkers",
+                    severity=Severity.PAGE,
+                    metric=publisher.metrics.waiting_while_no_worker(
+                        queues,
+                        running_tasks(fleet, name),
+                        label=f"Tasks waiting with no worker running ({name})",
+                    ),
+                    threshold=0,
+                    comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                    # Scaling from zero starts a worker within 2-4 minutes; this many minutes
+                    # without one means it did not work.
+                    evaluation_periods=minutes,
+                    # No queue data is the publisher's alarm, not this one.
+                    missing=cloudwatch.TreatMissingData.NOT_BREACHING,
+                    what=f"tasks have waited in queue(s) {listed} for {minutes} minutes while no "
+                    f"worker of group {name!r} runs: scaling from zero did not start one, or every "
+                    "worker crashed.",
+                    first_check=f"the ECS service of {name!r}: its events and its stopped tasks' reasons.",
+                    runbook=Runbook.BACKLOG_WITHOUT_WORKERS,
                 )
+            )
 
         silent = config.queue_metrics_missing_minutes
         self.metrics_missing = book.add(
@@ -128,7 +107,7 @@ class QueueAlarms(Construct):
             "MetricsMissing",
             severity=Severity.PAGE,
             # The publisher writes every queue in each poll: one queue's sample count tells whether it ran.
-            metric=publisher.waiting_metric(_first_queue(groups), statistic="SampleCount"),
+            metric=publisher.metrics.waiting(_first_queue(groups), statistic="SampleCount"),
             threshold=1,
             comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
             evaluation_periods=silent,

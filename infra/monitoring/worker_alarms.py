@@ -10,9 +10,10 @@ from constructs import Construct
 
 from infra.config.monitoring import MonitoringConfig
 from infra.config.workers import WorkerGroupConfig
-from infra.monitoring.alarms import AlarmBook, Severity, chunks, pascal, sum_of
-from infra.monitoring.queue_alarms import QUEUES_PER_ALARM, desired_tasks, running_tasks
+from infra.monitoring.alarms import AlarmBook, Severity, sum_of
+from infra.monitoring.queue_alarms import desired_tasks, running_tasks
 from infra.monitoring.runbooks import Runbook
+from infra.naming import pascal
 from infra.workers import WorkerFleet
 
 _GT = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD
@@ -75,12 +76,7 @@ class WorkerAlarms(Construct):
         super().__init__(scope, construct_id)
         self.failure_rate: dict[str, list[cloudwatch.Alarm]] = {}
         for name, group in groups.items():
-            runs = chunks(group.queues, QUEUES_PER_ALARM)
-            for index, queues in enumerate(runs, start=1):
-                suffix = f"Queues{index}" if len(runs) > 1 else ""
-                self._outcomes(
-                    book, name=name, suffix=suffix, queues=queues, namespace=namespace, config=config
-                )
+            self._outcomes(book, name=name, queues=group.queues, namespace=namespace, config=config)
             self._service(book, fleet, name, config)
 
     def _outcomes(
@@ -88,7 +84,6 @@ class WorkerAlarms(Construct):
         book: AlarmBook,
         *,
         name: str,
-        suffix: str,
         queues: list[str],
         namespace: str,
         config: MonitoringConfig,
@@ -98,7 +93,7 @@ class WorkerAlarms(Construct):
         self.failure_rate.setdefault(name, []).append(
             book.add(
                 self,
-                f"{prefix}FailureRate{suffix}",
+                f"{prefix}FailureRate",
                 severity=Severity.PAGE,
                 metric=failure_rate(
                     namespace,
@@ -123,7 +118,7 @@ class WorkerAlarms(Construct):
         surge = config.retry_surge_per_5min
         book.add(
             self,
-            f"{prefix}RetrySurge{suffix}",
+            f"{prefix}RetrySurge",
             severity=Severity.WARNING,
             metric=sum_of(
                 [task_count(namespace, task_metrics.RETRIED, q) for q in queues],
@@ -142,7 +137,7 @@ class WorkerAlarms(Construct):
         )
         book.add(
             self,
-            f"{prefix}TimeLimitExceeded{suffix}",
+            f"{prefix}TimeLimitExceeded",
             severity=Severity.WARNING,
             metric=sum_of(
                 [task_count(namespace, task_metrics.TIME_LIMIT_EXCEEDED, q) for q in queues],
@@ -160,7 +155,7 @@ class WorkerAlarms(Construct):
         )
         book.add(
             self,
-            f"{prefix}WorkerLost{suffix}",
+            f"{prefix}WorkerLost",
             severity=Severity.WARNING,
             metric=sum_of(
                 [task_count(namespace, task_metrics.WORKER_LOST, q) for q in queues],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from aws_cdk import Duration
-from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
@@ -16,6 +15,7 @@ from infra.broker import Broker
 from infra.functions import ARCHITECTURE, RUNTIME, function_log_group, powertools_layer
 from infra.lambda_code import lambda_package
 from infra.nag import acknowledge
+from infra.queue_depth.metrics import QueueMetrics
 
 
 class QueueDepthPublisher(Construct):
@@ -27,8 +27,7 @@ class QueueDepthPublisher(Construct):
 
     Attributes:
         function: the Lambda; its Errors metric is the "publisher failing" signal.
-        namespace: the CloudWatch namespace the metrics go to.
-        period: the metrics' resolution (1 minute, or 10 seconds).
+        metrics: the metrics it publishes, as CloudWatch metric objects.
     """
 
     def __init__(
@@ -45,9 +44,8 @@ class QueueDepthPublisher(Construct):
         log_retention_days: int,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.namespace = namespace
+        self.metrics = QueueMetrics(namespace)
         poll_interval_s = queue_metrics.HIGH_RESOLUTION_PERIOD_S if high_resolution else 60
-        self.period = Duration.seconds(poll_interval_s)
 
         self.function = lambda_.Function(
             self,
@@ -115,33 +113,4 @@ class QueueDepthPublisher(Construct):
             "AwsSolutions-IAM5[Resource::*]",
             "cloudwatch:PutMetricData supports no resource ARN; the statement is limited to this stage's "
             "namespace by the cloudwatch:namespace condition.",
-        )
-
-    def waiting_metric(self, queue: str, *, statistic: str = "Maximum") -> cloudwatch.Metric:
-        """Tasks waiting in `queue` (its list plus priority siblings)."""
-        return cloudwatch.Metric(
-            namespace=self.namespace,
-            metric_name=queue_metrics.WAITING_TASKS,
-            dimensions_map={queue_metrics.QUEUE_DIMENSION: queue},
-            statistic=statistic,
-            period=Duration.minutes(1),
-        )
-
-    def oldest_age_metric(self, queue: str) -> cloudwatch.Metric:
-        """Age in seconds of the oldest waiting task of `queue`; no data when empty."""
-        return cloudwatch.Metric(
-            namespace=self.namespace,
-            metric_name=queue_metrics.OLDEST_TASK_AGE,
-            dimensions_map={queue_metrics.QUEUE_DIMENSION: queue},
-            statistic="Maximum",
-            period=Duration.minutes(1),
-        )
-
-    def in_flight_metric(self) -> cloudwatch.Metric:
-        """Tasks delivered to workers and not yet acknowledged, broker-wide."""
-        return cloudwatch.Metric(
-            namespace=self.namespace,
-            metric_name=queue_metrics.IN_FLIGHT_TASKS,
-            statistic="Maximum",
-            period=Duration.minutes(1),
         )

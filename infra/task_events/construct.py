@@ -15,6 +15,7 @@ from infra.functions import ARCHITECTURE, RUNTIME, function_log_group, powertool
 from infra.lambda_code import lambda_package
 from infra.logs import retention
 from infra.nag import acknowledge
+from infra.naming import pascal
 
 # Logs Insights queries for the person following up failures (docs/task-events.md explains each).
 # Worker log lines are JSON: Logs Insights discovers their fields (task_id, event, task, ...) itself.
@@ -129,7 +130,7 @@ class TaskEventIngester(Construct):
         self.queries = {
             name: logs.CfnQueryDefinition(
                 self,
-                "".join(part.capitalize() for part in name.split("-")) + "Query",
+                pascal(name) + "Query",
                 name=f"celery-fleet/{stage}/{name}",
                 query_string=query,
                 log_group_names=[groups[group].log_group_name],

@@ -7,26 +7,19 @@ from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_logs as logs
+from celery_fleet.contract.container import BROKER_AUTH_TOKEN_ENV, BROKER_HOST_ENV, BROKER_PORT_ENV
 from constructs import Construct
 
 from infra.broker import Broker
 from infra.config.workers import WorkersConfig
 from infra.logs import retention
+from infra.naming import pascal
+from infra.queue_depth.metrics import QueueMetrics
 from infra.workers.image import worker_image
 from infra.workers.scaling import BacklogScaling
-from infra.workers.service import (
-    BROKER_AUTH_TOKEN_ENV,
-    BROKER_HOST_ENV,
-    BROKER_PORT_ENV,
-    WorkerService,
-    acknowledge_task_definition,
-)
+from infra.workers.service import WorkerService, acknowledge_task_definition
 
 _PLATFORM = {"arm64": ecr_assets.Platform.LINUX_ARM64, "x86_64": ecr_assets.Platform.LINUX_AMD64}
-
-
-def _pascal(name: str) -> str:
-    return "".join(part.capitalize() for part in name.split("-"))
 
 
 class WorkerFleet(Construct):
@@ -49,7 +42,7 @@ class WorkerFleet(Construct):
         subnets: ec2.SubnetSelection,
         broker: Broker,
         config: WorkersConfig,
-        metric_namespace: str,
+        queue_metrics: QueueMetrics,
     ) -> None:
         super().__init__(scope, construct_id)
         self.cluster = ecs.Cluster(
@@ -70,7 +63,7 @@ class WorkerFleet(Construct):
 
         def image_for(architecture: str) -> ecs.ContainerImage:
             if architecture not in images:
-                scope_for_image = Construct(self, f"Image{_pascal(architecture.replace('_', '-'))}")
+                scope_for_image = Construct(self, f"Image{pascal(architecture.replace('_', '-'))}")
                 images[architecture] = worker_image(
                     scope_for_image, config.image, platform=_PLATFORM[architecture]
                 )
@@ -81,7 +74,7 @@ class WorkerFleet(Construct):
         for name, group in config.groups.items():
             worker = WorkerService(
                 self,
-                f"{_pascal(name)}Workers",
+                f"{pascal(name)}Workers",
                 name=name,
                 cluster=self.cluster,
                 subnets=subnets,
@@ -98,10 +91,10 @@ class WorkerFleet(Construct):
                 worker,
                 "Scaling",
                 service=worker.service,
-                cluster=self.cluster,
+                running_tasks=worker.task_count_metric("RunningTaskCount"),
                 group_name=name,
                 config=group,
-                namespace=metric_namespace,
+                queue_metrics=queue_metrics,
             )
 
         self.beat: ecs.FargateService | None = None

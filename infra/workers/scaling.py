@@ -2,16 +2,17 @@
 
 Three pieces, each acting on one signal from the queue-depth publisher:
 
-1. From zero. An alarm on "tasks waiting while no worker task runs" (1 datapoint of 1 minute) adds
-   workers by step: +1 below one target's worth of backlog, more above. Target tracking alone cannot
-   do this: backlog per running task has no value while none runs.
+1. From zero. An alarm on "tasks waiting while no worker task runs" (1 datapoint of 1 minute) sets
+   the service to 1, 2 or 4 workers by backlog (exact capacity: re-firing never adds more). Target
+   tracking alone cannot do this: backlog per running task has no value while none runs.
 2. Proportional. Target tracking on backlog per running task (waiting tasks of the group's queues
    divided by RunningTaskCount, metric math through the L1 policy since the L2 accepts no math)
    keeps about `backlog_per_task` waiting tasks per worker task. It only scales out: shrinking
    while work remains would stop busy workers for nothing.
-3. In when idle. An alarm on "waiting + in flight" at 0 for `scale_in_quiet_minutes` consecutive
-   minutes sets the service to `min_tasks`. Stopped workers requeue anything still running
-   (soft shutdown, celery_fleet), but with nothing in flight there is nothing to requeue.
+3. In when idle. An alarm on the group's own queues, waiting plus in flight (per-queue counts from
+   the publisher), at 0 for `scale_in_quiet_minutes` consecutive minutes sets the service to
+   `min_tasks`. Stopped workers would requeue anything still running (soft shutdown, celery_fleet),
+   but with nothing in flight there is nothing to requeue.
 
 Missing data never scales: a publisher that cannot reach the broker leaves the fleet as it is.
 Response: the publisher polls each minute, the metric lands within about a minute, the from-zero
@@ -22,17 +23,15 @@ metrics).
 
 from __future__ import annotations
 
-import math
-
 from aws_cdk import Duration
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_ecs as ecs
-from celery_fleet.contract import queue_metrics
 from constructs import Construct
 
 from infra.config.workers import WorkerGroupConfig
+from infra.queue_depth.metrics import MINUTE, QueueMetrics
 
 
 class BacklogScaling(Construct):
@@ -41,6 +40,7 @@ class BacklogScaling(Construct):
     Attributes:
         target: the scalable target (desired count between min_tasks and max_tasks).
         scale_out_from_zero_alarm, idle_alarm: the alarms that drive the step policies.
+        backlog_policy: the target-tracking policy (L1: the L2 takes no metric math).
     """
 
     def __init__(
@@ -49,61 +49,37 @@ class BacklogScaling(Construct):
         construct_id: str,
         *,
         service: ecs.FargateService,
-        cluster: ecs.ICluster,
+        running_tasks: cloudwatch.Metric,
         group_name: str,
         config: WorkerGroupConfig,
-        namespace: str,
+        queue_metrics: QueueMetrics,
     ) -> None:
         super().__init__(scope, construct_id)
+        # Built by hand rather than with service.auto_scale_task_count(): the step actions below need
+        # the ScalableTarget itself, which ScalableTaskCount keeps private.
         self.target = appscaling.ScalableTarget(
             self,
             "Target",
             service_namespace=appscaling.ServiceNamespace.ECS,
-            resource_id=f"service/{cluster.cluster_name}/{service.service_name}",
+            resource_id=f"service/{service.cluster.cluster_name}/{service.service_name}",
             scalable_dimension="ecs:service:DesiredCount",
             min_capacity=config.min_tasks,
             max_capacity=config.max_tasks,
         )
         self.target.node.add_dependency(service)
 
-        minute = Duration.minutes(1)
-        waiting = {
-            f"w{i}": cloudwatch.Metric(
-                namespace=namespace,
-                metric_name=queue_metrics.WAITING_TASKS,
-                dimensions_map={queue_metrics.QUEUE_DIMENSION: queue},
-                statistic="Maximum",
-                period=minute,
-            )
-            for i, queue in enumerate(config.queues)
-        }
-        waiting_sum = " + ".join(waiting)
-        running = cloudwatch.Metric(
-            namespace="ECS/ContainerInsights",
-            metric_name="RunningTaskCount",
-            dimensions_map={"ClusterName": cluster.cluster_name, "ServiceName": service.service_name},
-            statistic="Average",
-            period=minute,
-        )
-        in_flight = cloudwatch.Metric(
-            namespace=namespace, metric_name=queue_metrics.IN_FLIGHT_TASKS, statistic="Maximum", period=minute
-        )
-
-        # 1. From zero. Container Insights may publish nothing for a service with no task: FILL
-        # reads that as zero running.
+        # 1. From zero. Exact capacity, not a change: the alarm stays in ALARM until a worker shows in
+        # Container Insights (30-90 s after start), and re-firing must not add more workers each time.
         self.scale_out_from_zero_alarm = cloudwatch.Alarm(
             self,
             "FromZeroAlarm",
             alarm_description=(
                 f"Scaling signal, not a page: tasks wait in the queues of worker group {group_name!r} "
-                "while none of its workers runs. Adds workers; target tracking takes over once they run. "
-                "Runbook: docs/runbooks.md#scaling-out-from-zero"
+                "while none of its workers runs. Starts workers; target tracking takes over once they "
+                "run. Runbook: docs/runbooks.md#scaling-out-from-zero"
             ),
-            metric=cloudwatch.MathExpression(
-                expression=f"IF(FILL(running, 0) < 1, {waiting_sum}, 0)",
-                using_metrics={**waiting, "running": running},
-                label="Tasks waiting with no worker running",
-                period=minute,
+            metric=queue_metrics.waiting_while_no_worker(
+                config.queues, running_tasks, label="Tasks waiting with no worker running"
             ),
             threshold=0,
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
@@ -115,30 +91,34 @@ class BacklogScaling(Construct):
             self,
             "FromZero",
             scaling_target=self.target,
-            adjustment_type=appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
+            adjustment_type=appscaling.AdjustmentType.EXACT_CAPACITY,
+            # Long enough for a Fargate task to start and appear in RunningTaskCount.
             cooldown=Duration.minutes(2),
             metric_aggregation_type=appscaling.MetricAggregationType.MAXIMUM,
         )
-        steps = _from_zero_steps(config)
-        for lower, upper, change in steps:
-            from_zero.add_adjustment(adjustment=change, lower_bound=lower, upper_bound=upper)
+        for lower, upper, tasks in _from_zero_steps(config):
+            from_zero.add_adjustment(adjustment=tasks, lower_bound=lower, upper_bound=upper)
         self.scale_out_from_zero_alarm.add_alarm_action(cw_actions.ApplicationScalingAction(from_zero))
 
         # 2. Proportional, out only.
+        waiting = {f"w{i}": queue_metrics.waiting(queue) for i, queue in enumerate(config.queues)}
+        waiting_sum = " + ".join(waiting)
         self.backlog_policy = appscaling.CfnScalingPolicy(
             self,
             "BacklogPerTask",
+            # CloudFormation requires a name; it is unique per scalable target, not per account.
             policy_name=f"{group_name}-backlog-per-task",
             policy_type="TargetTrackingScaling",
             scaling_target_id=self.target.scalable_target_id,
             target_tracking_scaling_policy_configuration=appscaling.CfnScalingPolicy.TargetTrackingScalingPolicyConfigurationProperty(
                 target_value=float(config.backlog_per_task),
                 disable_scale_in=True,
+                # One publisher period: react to each new datapoint, Fargate start-up paces the rest.
                 scale_out_cooldown=60,
                 customized_metric_specification=appscaling.CfnScalingPolicy.CustomizedMetricSpecificationProperty(
                     metrics=[
                         *[_tracking_query(key, metric) for key, metric in waiting.items()],
-                        _tracking_query("running", running),
+                        _tracking_query("running", running_tasks),
                         appscaling.CfnScalingPolicy.TargetTrackingMetricDataQueryProperty(
                             id="backlog_per_task",
                             expression=f"({waiting_sum}) / running",
@@ -150,7 +130,8 @@ class BacklogScaling(Construct):
             ),
         )
 
-        # 3. In when idle.
+        # 3. In when idle: the group's own queues, waiting and in flight.
+        in_flight = {f"f{i}": queue_metrics.in_flight(queue) for i, queue in enumerate(config.queues)}
         quiet = config.scale_in_quiet_minutes
         self.idle_alarm = cloudwatch.Alarm(
             self,
@@ -161,10 +142,10 @@ class BacklogScaling(Construct):
                 f"{config.min_tasks} tasks. Runbook: docs/runbooks.md#scaling-in-when-idle"
             ),
             metric=cloudwatch.MathExpression(
-                expression=f"{waiting_sum} + inflight",
-                using_metrics={**waiting, "inflight": in_flight},
+                expression=" + ".join([*waiting, *in_flight]),
+                using_metrics={**waiting, **in_flight},
                 label="Tasks waiting or in flight",
-                period=minute,
+                period=MINUTE,
             ),
             threshold=0,
             comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_OR_EQUAL_TO_THRESHOLD,
@@ -178,6 +159,7 @@ class BacklogScaling(Construct):
             "InWhenIdle",
             scaling_target=self.target,
             adjustment_type=appscaling.AdjustmentType.EXACT_CAPACITY,
+            # The idle alarm re-fires each minute while idle; once at min_tasks there is nothing to do.
             cooldown=Duration.minutes(5),
             metric_aggregation_type=appscaling.MetricAggregationType.MAXIMUM,
         )
@@ -185,18 +167,23 @@ class BacklogScaling(Construct):
         self.idle_alarm.add_alarm_action(cw_actions.ApplicationScalingAction(scale_in))
 
 
-def _from_zero_steps(config: WorkerGroupConfig) -> list[tuple[float, float | None, int]]:
-    """(lower, upper, +tasks) by backlog, relative to the alarm threshold of 0 waiting tasks.
+# Most workers started at once from zero: enough to absorb a burst while target tracking, which needs
+# a running worker to compute backlog per task, takes over within a minute or two.
+_FROM_ZERO_BURST = 4
 
-    One target's worth of backlog starts one worker; larger backlogs start up to four at once (each
-    absorbing `backlog_per_task`), capped by max_tasks; target tracking adds the rest.
+
+def _from_zero_steps(config: WorkerGroupConfig) -> list[tuple[float, float | None, int]]:
+    """(lower, upper, worker tasks) by waiting tasks above the alarm threshold of 0.
+
+    Up to one target's worth of backlog starts one worker; more starts two, then up to four, never
+    above max_tasks and never below min_tasks.
     """
     per_task = config.backlog_per_task
-    first = min(config.max_tasks, 1)
-    burst = min(config.max_tasks, 4)
-    if burst == first:
+    burst = max(config.min_tasks, min(config.max_tasks, _FROM_ZERO_BURST))
+    first = max(config.min_tasks, 1)
+    if burst <= first:
         return [(0, None, first)]
-    middle = min(config.max_tasks, max(2, math.ceil(burst / 2)))
+    middle = max(first, min(burst, 2))
     return [(0, per_task, first), (per_task, per_task * burst, middle), (per_task * burst, None, burst)]
 
 

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 from aws_cdk import Duration
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_logs as logs
+from celery_fleet.contract.container import (
+    BROKER_AUTH_TOKEN_ENV,
+    BROKER_HOST_ENV,
+    BROKER_PORT_ENV,
+    FARGATE_MAX_STOP_TIMEOUT_S,
+    MAX_TASK_RUNTIME_ENV,
+)
 from constructs import Construct
 
 from infra.broker import Broker
-from infra.config.workers import FARGATE_MAX_STOP_TIMEOUT_S, WorkerGroupConfig
+from infra.config.workers import WorkerGroupConfig
 from infra.nag import acknowledge
-
-# What celery_fleet.configure and the image read (runtime/celery_fleet/broker.py, settings.py).
-BROKER_HOST_ENV = "CELERY_FLEET_BROKER_HOST"
-BROKER_PORT_ENV = "CELERY_FLEET_BROKER_PORT"
-BROKER_AUTH_TOKEN_ENV = "CELERY_FLEET_BROKER_AUTH_TOKEN"
-MAX_TASK_RUNTIME_ENV = "CELERY_FLEET_MAX_TASK_RUNTIME_S"
 
 
 def worker_command(app_module: str, name: str, config: WorkerGroupConfig) -> list[str]:
@@ -98,7 +100,6 @@ class WorkerService(Construct):
                 # The longest task any worker may run: celery_fleet derives the visibility timeout
                 # from it, so no running task is ever delivered twice.
                 MAX_TASK_RUNTIME_ENV: str(longest_time_limit_s),
-                "CELERY_FLEET_WORKER_GROUP": name,
             },
             secrets={BROKER_AUTH_TOKEN_ENV: ecs.Secret.from_secrets_manager(broker.secret)},
             logging=ecs.LogDrivers.aws_logs(stream_prefix=name, log_group=log_group),
@@ -151,6 +152,20 @@ class WorkerService(Construct):
                 "no resource ARN.",
             )
         acknowledge_task_definition(self.task_definition)
+
+    def task_count_metric(self, name: str) -> cloudwatch.Metric:
+        """RunningTaskCount, DesiredTaskCount or PendingTaskCount of this service, per minute, from
+        Container Insights (always on: see WorkerFleet)."""
+        return cloudwatch.Metric(
+            namespace="ECS/ContainerInsights",
+            metric_name=name,
+            dimensions_map={
+                "ClusterName": self.service.cluster.cluster_name,
+                "ServiceName": self.service.service_name,
+            },
+            statistic="Average",
+            period=Duration.minutes(1),
+        )
 
 
 def acknowledge_task_definition(task_definition: ecs.FargateTaskDefinition) -> None:

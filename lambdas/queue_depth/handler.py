@@ -19,7 +19,8 @@ Environment (validated at cold start; a bad value fails the init with a message 
                              (the stack's 58 s does for 10).
 
 Each poll reads every queue in one Redis round trip and publishes in one PutMetricData call (more
-only past 1000 items): WaitingTasks and OldestWaitingTaskAge per queue, InFlightTasks once.
+only past 1000 items, 333 queues): WaitingTasks, OldestWaitingTaskAge and InFlightTasks per queue,
+and InFlightTasks once more without a dimension, broker-wide.
 
 A broker that cannot be read: the poll publishes nothing (the metrics go missing rather than drop to
 zero), the error is logged, the remaining polls of the invocation still run, and the invocation then

@@ -1,17 +1,25 @@
 """Read Celery's queues on Redis and turn them into CloudWatch metric data. Knows nothing of Lambda.
 
 Key layout (kombu 5.7, `kombu/transport/redis.py`): a queue is a list named after it; a message of
-priority step N > 0 goes to the sibling list `<queue>\\x06\\x16<N>`. Producers LPUSH and consumers
-BRPOP/RPOP, and a restored message is RPUSHed back, so the next message out, and the oldest one
-waiting, is the last element (index -1) of each list. Delivered, unacknowledged messages sit in the
-broker-wide hash `unacked`.
+priority step N > 0 goes to the sibling list `<queue>\\x06\\x16<N>`. Producers LPUSH (`Channel._put`)
+and consumers BRPOP/RPOP the other end, so the next message out is the last element (index -1).
+A message given back goes to either end (`Channel._do_restore_message`): restoring what a consumer
+left unacked (channel close, warm shutdown, visibility timeout: `QoS.restore_by_tag`) RPUSHes it to
+index -1, but a reject with requeue (`QoS.reject(requeue=True)` calls `restore_by_tag(leftmost=True)`)
+LPUSHes it to index 0, behind the newest message. Celery 5.7's worker requeues so for
+`task_reject_on_worker_lost` (with `task_acks_late`) and for a task raising `Reject(requeue=True)`.
+So the oldest message waiting is at index -1, or at index 0 after a requeue.
+
+Delivered, unacknowledged messages sit in the broker-wide hash `unacked`: delivery tag to the JSON
+`[message, exchange, routing_key]` (`QoS.append`). An entry's queue is taken to be its routing key,
+as Celery's default routing makes it (a queue's routing key is its name).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +41,12 @@ UNACKED_KEY = "unacked"
 # steps (0, 3, 6, 9) use four of them; reading the other six costs a few O(1) commands in the same
 # round trip and keeps the depth right for apps that set `priority_steps=list(range(10))`.
 PRIORITY_STEPS: tuple[int, ...] = tuple(range(10))
+# The most `unacked` entries one poll reads (HSCAN's COUNT). The fleet's size does not bound the
+# hash: besides each worker process's prefetch it holds every ETA/countdown task a worker keeps
+# until its time, retries with back-off included (Celery raises the prefetch count for each, without
+# limit unless `worker_eta_task_limit` is set). At about 1.3 kB an entry this is about 2.6 MB read
+# per poll at most; past it the per-queue figures are left out rather than guessed.
+MAX_UNACKED_READ = 2000
 
 STANDARD_RESOLUTION_S = 60
 HIGH_RESOLUTION_S = 1
@@ -52,7 +66,11 @@ class QueueStats:
     waiting: Mapping[str, int]
     # Only queues whose oldest waiting message carries a send-time stamp.
     oldest_age_s: Mapping[str, float]
+    # Broker-wide: every entry of `unacked`, whatever its queue and whether or not it can be read.
     in_flight: int
+    # Every configured queue (0 included), by routing key; None when `unacked` held more entries
+    # than one poll reads.
+    in_flight_by_queue: Mapping[str, int] | None
 
 
 def sibling_keys(
@@ -78,6 +96,35 @@ def sent_at(raw_message: bytes | str | None) -> float | None:
     return float(stamp)
 
 
+def unacked_routing_key(entry: bytes | str) -> str | None:
+    """The routing key of one `unacked` hash value, or None if it is not kombu's JSON
+    `[message, exchange, routing_key]`."""
+    try:
+        delivery = json.loads(entry)
+    except (ValueError, RecursionError):
+        # Not kombu's (UnicodeDecodeError is a ValueError too): never a reason to fail the poll.
+        return None
+    if isinstance(delivery, list) and len(delivery) == 3 and isinstance(delivery[2], str):
+        return delivery[2]
+    return None
+
+
+def in_flight_by_queue(queues: Sequence[str], entries: Iterable[bytes | str]) -> dict[str, int]:
+    """How many `unacked` entries belong to each of `queues` (0 included), by routing key.
+
+    Assumes Celery's default routing, where a task sent to a queue carries the queue's name as its
+    routing key. An entry whose routing key names no configured queue (custom exchanges or routing
+    keys, another app's queue) or that cannot be read counts in no queue: only in the broker-wide
+    figure.
+    """
+    counts = dict.fromkeys(queues, 0)
+    for entry in entries:
+        routing_key = unacked_routing_key(entry)
+        if routing_key in counts:
+            counts[routing_key] += 1
+    return counts
+
+
 def read_queue_stats(
     redis_client: redis.Redis,
     queues: Sequence[str],
@@ -85,22 +132,35 @@ def read_queue_stats(
     *,
     priority_steps: Sequence[int] = PRIORITY_STEPS,
     unacked_key: str = UNACKED_KEY,
+    max_unacked_read: int = MAX_UNACKED_READ,
 ) -> QueueStats:
-    """Read every queue's depth and oldest message, and the in-flight count, in one round trip.
+    """Read every queue's depth, oldest message and tasks in flight in one round trip.
 
     `now` (Unix seconds) is the poll time the ages are measured from. A missing list counts as
-    empty. The oldest message of a queue is the one with the smallest stamp among the last elements
-    of its lists; unstamped ones are skipped, and a queue with no stamped one gets no age. A stamp in
-    the future (producer clock ahead of ours) gives an age of 0.
+    empty. The oldest message of a queue is the one with the smallest stamp among the first and
+    last elements of its lists: the last is the next out, the first a message just requeued by a
+    reject (see the module docstring). A requeued message stays first only until the next publish
+    to its list; from then until it is next out again, no poll sees its age. Unstamped messages are
+    skipped, and a queue with no stamped one gets no age. A stamp in the future (producer clock
+    ahead of ours) gives an age of 0.
+
+    In flight: broker-wide, `HLEN unacked`; per queue, the entries of `unacked` by routing key (see
+    `in_flight_by_queue`), or None when the hash holds more than about `max_unacked_read` entries.
     """
     keys = {queue: sibling_keys(queue, priority_steps) for queue in queues}
-    # Not a MULTI: the figures need no atomic snapshot, only one round trip.
+    # Not a MULTI: the figures need no atomic snapshot, only one round trip. A delivery or ack
+    # between HLEN and HSCAN can put the two in-flight figures one apart for a poll.
     pipe = redis_client.pipeline(transaction=False)
     for queue in queues:
         for key in keys[queue]:
             pipe.llen(key)
+            pipe.lindex(key, 0)
             pipe.lindex(key, -1)
     pipe.hlen(unacked_key)
+    # HSCAN from cursor 0 returns the whole hash (cursor back to 0) while it holds fewer entries
+    # than COUNT, and about COUNT of them otherwise: the reply stays bounded however much is held,
+    # where HVALS would return all of it. The scan's further cursors would cost more round trips.
+    pipe.hscan(unacked_key, 0, count=max_unacked_read)
     replies: list[Any] = pipe.execute()
 
     waiting: dict[str, int] = {}
@@ -110,17 +170,26 @@ def read_queue_stats(
         depth = 0
         stamps: list[float] = []
         for _ in keys[queue]:
-            length, tail = replies[position], replies[position + 1]
-            position += 2
+            length, head, tail = replies[position : position + 3]
+            position += 3
             depth += int(length)
-            stamp = sent_at(tail)
-            if stamp is not None:
-                stamps.append(stamp)
+            for end in (head, tail):
+                stamp = sent_at(end)
+                if stamp is not None:
+                    stamps.append(stamp)
         waiting[queue] = depth
         if stamps:
             oldest_age_s[queue] = max(0.0, now - min(stamps))
     in_flight = int(replies[position])
-    return QueueStats(polled_at=now, waiting=waiting, oldest_age_s=oldest_age_s, in_flight=in_flight)
+    cursor, entries = replies[position + 1]
+    by_queue = in_flight_by_queue(queues, entries.values()) if int(cursor) == 0 else None
+    return QueueStats(
+        polled_at=now,
+        waiting=waiting,
+        oldest_age_s=oldest_age_s,
+        in_flight=in_flight,
+        in_flight_by_queue=by_queue,
+    )
 
 
 def metric_data(
@@ -128,8 +197,9 @@ def metric_data(
 ) -> list[dict[str, Any]]:
     """PutMetricData items for one poll, all stamped with the poll time.
 
-    Per queue: waiting tasks, and the oldest task's age when known (never a made-up 0). Once,
-    without the queue dimension: tasks in flight, since the `unacked` hash is broker-wide.
+    Per queue: waiting tasks, the oldest task's age when known (never a made-up 0), and tasks in
+    flight when the poll could attribute them. Once more without the queue dimension: tasks in
+    flight broker-wide, every entry of the `unacked` hash.
     """
     timestamp = datetime.fromtimestamp(stats.polled_at, tz=UTC)
 
@@ -150,6 +220,8 @@ def metric_data(
         data.append(item(WAITING_TASKS, float(depth), "Count", queue))
         if queue in stats.oldest_age_s:
             data.append(item(OLDEST_TASK_AGE, stats.oldest_age_s[queue], "Seconds", queue))
+        if stats.in_flight_by_queue is not None:
+            data.append(item(IN_FLIGHT_TASKS, float(stats.in_flight_by_queue[queue]), "Count", queue))
     data.append(item(IN_FLIGHT_TASKS, float(stats.in_flight), "Count"))
     return data
 

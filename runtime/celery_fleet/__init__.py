@@ -1,8 +1,8 @@
 """Production settings, task-send stamps and a consuming health check for Celery workers.
 
 `celery_fleet.configure(app)` is the one call a Celery app makes. Nothing here imports Celery at
-package import time: the Lambdas bundle this package for its stdlib-only parts (`contract`,
-`broker`, `health`), and they have no Celery.
+package import time: the Lambdas bundle this package for its stdlib-only `contract` names, and they
+have no Celery.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The broker URL, from the variables the stack gives every worker container.
 
-Standard library only: the queue-depth Lambda may build its Redis URL the same way.
+Standard library only, like `celery_fleet.contract`: importing it loads no Celery.
 """
 
 from __future__ import annotations
@@ -8,13 +8,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import quote
 
-# Used as is when set: local runs, tests, a broker the stack does not manage.
-BROKER_URL_ENV = "CELERY_FLEET_BROKER_URL"
-# Set by the worker service: the replication group's primary endpoint and port, and the AUTH token
-# that ECS injects from Secrets Manager.
-BROKER_HOST_ENV = "CELERY_FLEET_BROKER_HOST"
-BROKER_PORT_ENV = "CELERY_FLEET_BROKER_PORT"
-BROKER_AUTH_TOKEN_ENV = "CELERY_FLEET_BROKER_AUTH_TOKEN"
+from celery_fleet.contract.container import (
+    BROKER_AUTH_TOKEN_ENV,
+    BROKER_HOST_ENV,
+    BROKER_PORT_ENV,
+    BROKER_URL_ENV,
+)
 
 MAX_PORT = 65535
 

@@ -16,6 +16,7 @@ from celery.app.defaults import DEFAULTS
 from celery.signals import before_task_publish
 
 from celery_fleet.broker import broker_url_from_env
+from celery_fleet.contract import container
 from celery_fleet.health import DEFAULT_HEALTH_FILE, HEALTH_FILE_ENV
 from celery_fleet.heartbeat import install_heartbeat
 from celery_fleet.publish import PublishStamper
@@ -25,16 +26,14 @@ if TYPE_CHECKING:
 
     from celery_fleet.events import Redact
 
-# ECS on Fargate sends SIGTERM, then SIGKILL after the container's stopTimeout (120 s at most).
-FARGATE_MAX_STOP_TIMEOUT_S = 120.0
+FARGATE_MAX_STOP_TIMEOUT_S = float(container.FARGATE_MAX_STOP_TIMEOUT_S)
 # Time kept back after the soft shutdown for cancelling what still runs, putting those messages back
 # on their queues, closing the broker connection and reaping the pool's children.
 DEFAULT_SHUTDOWN_MARGIN_S = 30.0
 # Added on top of the longest time a message can stay delivered-but-unacknowledged.
 DEFAULT_VISIBILITY_MARGIN_S = 300.0
 DEFAULT_MAX_TASK_RUNTIME_S = 3600.0
-# Set by the worker service: the longest time limit of any worker group sharing the broker.
-MAX_TASK_RUNTIME_ENV = "CELERY_FLEET_MAX_TASK_RUNTIME_S"
+MAX_TASK_RUNTIME_ENV = container.MAX_TASK_RUNTIME_ENV
 # As long as RETRY_EXTERNAL's longest back-off (retry_backoff_max).
 DEFAULT_MAX_COUNTDOWN_S = 600.0
 
@@ -232,6 +231,11 @@ def _transport_options(visibility_timeout_s: float) -> dict[str, Any]:
     }
 
 
+# Transport options that change kombu's Redis key names. The queue-depth publisher (a Lambda that
+# reads the broker directly) assumes the defaults, so a change would make every queue look empty.
+_PUBLISHER_KEY_LAYOUT = frozenset({"global_keyprefix", "sep", "unacked_key", "unacked_index_key"})
+
+
 def _check_overrides_fit(
     overrides: Mapping[str, Any],
     transport_options: Mapping[str, Any],
@@ -245,6 +249,12 @@ def _check_overrides_fit(
             f"task_time_limit={time_limit} exceeds max_task_runtime_s={max_task_runtime_s}: the "
             f"visibility timeout is sized from max_task_runtime_s, so pass max_task_runtime_s="
             f"{time_limit} instead."
+        )
+    fixed = sorted(set(transport_options) & _PUBLISHER_KEY_LAYOUT)
+    if fixed:
+        raise ValueError(
+            f"broker_transport_options {', '.join(fixed)} would move the keys the queue-depth publisher "
+            "reads (kombu's default key prefix, priority separator and unacked hash): leave them out."
         )
     needed = longest_run_s + max_countdown_s
     visibility = transport_options["visibility_timeout"]

@@ -86,11 +86,20 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         "workers.groups.default: autoscale needs pool='prefork' (got pool='threads')",
     ),
     (
-        "child memory limit above the task's",
-        {"default": {"queues": ["a"], "max_memory_per_child_mib": 4096}},
+        "pool children that cannot fit in the task's memory",
+        {"default": {"queues": ["a"], "autoscale": [8, 2], "max_memory_per_child_mib": 400}},
         {},
-        "workers.groups.default: max_memory_per_child_mib=4096 is not below the task's memory_mib=2048: a "
-        "child would be killed by the OOM killer before recycling",
+        "workers.groups.default: memory_mib=2048 cannot hold 8 pool processes of up to "
+        "max_memory_per_child_mib=400 plus 256 MiB for the main process (3456 MiB): the kernel would "
+        "kill the whole worker before any child is recycled. Raise memory_mib, or lower the per-child "
+        "limit or the process count",
+    ),
+    (
+        "more queues than one alarm can read",
+        {"default": {"queues": ["a", "b", "c", "d", "e", "f"]}},
+        {},
+        "workers.groups.default.queues: ['a', 'b', 'c', 'd', 'e', 'f'] is not allowed: list should have at "
+        "most 5 items after validation, not 6",
     ),
     (
         "queue consumed by two groups",

@@ -7,7 +7,7 @@ import typing
 from pydantic import BaseModel
 
 from infra.config import StageConfig
-from infra.config.reference import README, render_readme
+from tools.config_reference import README, render_readme
 
 
 def _fields(model: type[BaseModel], path: str = "") -> list[tuple[str, str | None]]:
@@ -27,4 +27,4 @@ def test_every_config_key_has_a_description() -> None:
 
 def test_readme_reference_is_up_to_date() -> None:
     readme = README.read_text(encoding="utf-8")
-    assert render_readme(readme) == readme, "run: .venv/bin/python -m infra.config.reference"
+    assert render_readme(readme) == readme, "run: .venv/bin/python -m tools.config_reference"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from infra.monitoring.inventory import stage_templates
+from tools.alarm_inventory import stage_templates
 
 
 @pytest.fixture(scope="session")

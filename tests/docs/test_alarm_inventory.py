@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from infra.monitoring.inventory import COMMAND, INVENTORY, render
+from tools.alarm_inventory import COMMAND, INVENTORY, render
 
 Templates = Mapping[str, Mapping[str, Mapping[str, Any]]]
 

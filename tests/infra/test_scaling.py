@@ -100,7 +100,18 @@ def test_idle_alarm_waits_for_the_quiet_period_with_nothing_waiting_or_in_flight
         # A publisher that stops reporting must not look like an empty queue.
         assert alarm["TreatMissingData"] == "notBreaching"
         expression = next(m["Expression"] for m in alarm["Metrics"] if "Expression" in m)
-        assert expression.endswith("+ inflight")
+        assert expression == "w0 + f0"
+
+
+def test_idle_alarm_reads_only_the_groups_own_queues_in_flight(prod: Synthesized) -> None:
+    for alarm in _alarms(prod, "have been empty"):
+        in_flight = [
+            m["MetricStat"]["Metric"]
+            for m in alarm["Metrics"]
+            if m.get("MetricStat", {}).get("Metric", {}).get("MetricName") == queue_metrics.IN_FLIGHT_TASKS
+        ]
+        assert len(in_flight) == 1
+        assert in_flight[0]["Dimensions"][0]["Name"] == queue_metrics.QUEUE_DIMENSION
 
 
 def test_scale_in_sets_the_group_to_its_minimum(prod: Synthesized) -> None:
@@ -118,8 +129,40 @@ def test_scale_in_sets_the_group_to_its_minimum(prod: Synthesized) -> None:
     )
 
 
-def test_from_zero_steps_grow_with_the_backlog_and_respect_max() -> None:
+def test_from_zero_sets_an_exact_capacity_so_re_firing_adds_nothing(prod: Synthesized) -> None:
+    prod.template("stateless").has_resource_properties(
+        "AWS::ApplicationAutoScaling::ScalingPolicy",
+        {
+            "PolicyType": "StepScaling",
+            "StepScalingPolicyConfiguration": Match.object_like(
+                {
+                    "AdjustmentType": "ExactCapacity",
+                    "StepAdjustments": [
+                        {
+                            "MetricIntervalLowerBound": 0,
+                            "MetricIntervalUpperBound": 100,
+                            "ScalingAdjustment": 1,
+                        },
+                        {
+                            "MetricIntervalLowerBound": 100,
+                            "MetricIntervalUpperBound": 400,
+                            "ScalingAdjustment": 2,
+                        },
+                        {"MetricIntervalLowerBound": 400, "ScalingAdjustment": 4},
+                    ],
+                }
+            ),
+        },
+    )
+
+
+def test_from_zero_steps_grow_with_the_backlog_within_min_and_max() -> None:
     group = stage_config("prod").workers.groups["default"]
     assert _from_zero_steps(group) == [(0, 100, 1), (100, 400, 2), (400, None, 4)]
-    small = group.model_copy(update={"max_tasks": 1})
-    assert _from_zero_steps(small) == [(0, None, 1)]
+    assert _from_zero_steps(group.model_copy(update={"max_tasks": 1})) == [(0, None, 1)]
+    assert _from_zero_steps(group.model_copy(update={"max_tasks": 3})) == [
+        (0, 100, 1),
+        (100, 300, 2),
+        (300, None, 3),
+    ]
+    assert _from_zero_steps(group.model_copy(update={"min_tasks": 5})) == [(0, None, 5)]

@@ -15,7 +15,7 @@ import pytest
 from tests.support.synth import ROOT, stage_config, synth
 
 STAGES = sorted(p.stem for p in (ROOT / "config").glob("*.toml"))
-PYTHON_SOURCES = ["app.py", "infra", "stacks", "lambdas", "runtime", "tests", "bench", "sample_app"]
+PYTHON_SOURCES = ["app.py", "infra", "stacks", "lambdas", "runtime", "tests", "bench", "sample_app", "tools"]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

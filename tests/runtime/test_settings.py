@@ -229,3 +229,14 @@ def test_task_events_are_written_by_default(app: Celery, capfd: pytest.CaptureFi
         assert [line.get("task_id") for line in lines] == [result.id]
     finally:
         events.uninstall()
+
+
+@pytest.mark.parametrize("option", ["global_keyprefix", "sep", "unacked_key", "unacked_index_key"])
+def test_transport_options_that_move_the_publishers_keys_are_refused(option: str) -> None:
+    app = Celery("keys")
+    with pytest.raises(ValueError, match=rf"broker_transport_options {option} would move the keys"):
+        configure(
+            app,
+            environ={"CELERY_FLEET_BROKER_URL": "redis://127.0.0.1:1/0"},
+            broker_transport_options={option: "x"},
+        )

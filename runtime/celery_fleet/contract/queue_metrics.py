@@ -17,8 +17,13 @@ WAITING_TASKS = "WaitingTasks"
 # Age in seconds of the oldest waiting task (from its send-time stamp). No data point when the queue
 # is empty or its oldest message carries no stamp.
 OLDEST_TASK_AGE = "OldestWaitingTaskAge"
-# Tasks delivered to a worker and not yet acknowledged (`HLEN unacked`): broker-wide, so published
-# without a queue dimension.
+# Tasks delivered to a worker and not yet acknowledged (kombu's `unacked` hash), published twice:
+# - without a dimension: broker-wide, `HLEN unacked`, every entry whatever its queue;
+# - with QUEUE_DIMENSION, for every configured queue (0 included): the entries whose routing key is
+#   the queue's name. That is Celery's default routing (a queue's routing key is its name); a task
+#   sent with another routing key, or an entry that cannot be read, counts only broker-wide. No
+#   per-queue data point in a poll that finds more entries than the publisher reads at once
+#   (queue_depth.logic.MAX_UNACKED_READ): missing data, never a guess.
 IN_FLIGHT_TASKS = "InFlightTasks"
 
 # Seconds between two polls when the stage asks for high-resolution metrics.

@@ -181,7 +181,12 @@ class Published:
 
 
 def published(cloudwatch: Any, namespace: str = NAMESPACE) -> dict[tuple[str, str | None], Published]:
-    """Every metric in `namespace`, keyed by (metric name, queue dimension or None), read back."""
+    """Every metric in `namespace`, keyed by (metric name, queue dimension or None), read back.
+
+    moto's statistics for a name read without dimensions take in that name's points of every
+    dimension (CloudWatch keeps them apart): check a dimensionless metric that shares its name
+    with dimensioned ones (InFlightTasks) in the PutMetricData requests instead.
+    """
     now = datetime.now(UTC)
     result: dict[tuple[str, str | None], Published] = {}
     for page in cloudwatch.get_paginator("list_metrics").paginate(Namespace=namespace):

@@ -47,6 +47,8 @@ def local_environment(broker_url: str, **extra: str) -> dict[str, str]:
 class Invocation:
     result: dict[str, int]
     stored: dict[tuple[str, str | None], Published]
+    # Every value sent per (metric name, queue dimension or None), as the PutMetricData requests held it.
+    sent: dict[tuple[str, str | None], list[float]]
     started: float
     finished: float
     alpha_sent_at: float
@@ -60,7 +62,8 @@ def invocation(
     cloudwatch: Any,
     cold_start: ColdStart,
 ) -> Iterator[Invocation]:
-    """Tasks in several queues and priorities, one delivered and not acked, then one invocation."""
+    """Tasks in several queues and priorities, two delivered and not acked (one of a queue the
+    publisher is not given), then one invocation."""
     alpha_sent_at = time.time() - 900
     stamp.at = alpha_sent_at
     send(celery_app, "alpha", priority=9)
@@ -70,13 +73,20 @@ def invocation(
     send(celery_app, "beta", count=2, priority=6)
     stamp.at = time.time() - 30
     send(celery_app, ODD)
+    send(celery_app, "unlisted")
     module = cold_start(local_environment(redis_server.url))
     with celery_app.connection_for_read() as consumer:
         deliver_without_ack(consumer.default_channel, "alpha")
+        deliver_without_ack(consumer.default_channel, "unlisted")
+        calls = observe_put_metric_data(module.cloudwatch)
         started = time.time()
         result = module.handler({}, FakeLambdaContext())
         finished = time.time()
-        yield Invocation(result, published(cloudwatch), started, finished, alpha_sent_at)
+        sent: dict[tuple[str, str | None], list[float]] = {}
+        for datum in (datum for request in calls.requests for datum in request["MetricData"]):
+            queue = datum["Dimensions"][0]["Value"] if "Dimensions" in datum else None
+            sent.setdefault((datum["MetricName"], queue), []).append(datum["Value"])
+        yield Invocation(result, published(cloudwatch), sent, started, finished, alpha_sent_at)
 
 
 def test_waiting_tasks_are_published_for_every_configured_queue(invocation: Invocation) -> None:
@@ -102,21 +112,37 @@ def test_oldest_age_is_published_from_the_send_stamp_only_where_there_is_one(inv
     assert invocation.started - sent <= alpha.maximum <= invocation.finished - sent
 
 
-def test_in_flight_tasks_are_published_once_without_a_queue(invocation: Invocation) -> None:
-    in_flight = [key for key in invocation.stored if key[0] == IN_FLIGHT_TASKS]
+def test_in_flight_tasks_are_sent_per_queue_and_once_broker_wide(invocation: Invocation) -> None:
+    # Read from the requests: moto's statistics for a name without dimensions aggregate every
+    # dimension of that name, where CloudWatch keeps the dimensionless metric apart.
+    in_flight = {
+        queue: values for (name, queue), values in invocation.sent.items() if name == IN_FLIGHT_TASKS
+    }
 
-    assert in_flight == [(IN_FLIGHT_TASKS, None)]
-    assert invocation.stored[(IN_FLIGHT_TASKS, None)].maximum == 1.0
+    # The unlisted queue's task counts only in the broker-wide figure (no queue dimension).
+    assert in_flight == {None: [2.0], "alpha": [1.0], "beta": [0.0], "never-used": [0.0], ODD: [0.0]}
+
+
+def test_in_flight_tasks_per_queue_reach_cloudwatch_as_counts(invocation: Invocation) -> None:
+    stored = {queue: invocation.stored[(IN_FLIGHT_TASKS, queue)] for queue in QUEUES}
+
+    assert {queue: point.maximum for queue, point in stored.items()} == {
+        "alpha": 1.0,
+        "beta": 0.0,
+        "never-used": 0.0,
+        ODD: 0.0,
+    }
+    assert {(point.samples, point.unit) for point in stored.values()} == {(1, "Count")}
 
 
 def test_the_handler_reports_what_it_published(invocation: Invocation) -> None:
-    # 4 waiting + 2 ages + in flight
+    # 4 waiting + 2 ages + 4 in flight per queue + in flight broker-wide
     assert invocation.result == {
         "published_polls": 1,
         "failed_polls": 0,
         "skipped_polls": 0,
         "put_metric_data_calls": 1,
-        "data_points": 7,
+        "data_points": 11,
     }
 
 

@@ -30,7 +30,9 @@ def stats(**overrides: Any) -> QueueStats:
         "polled_at": POLLED_AT,
         "waiting": {"alpha": 7, "beta": 0},
         "oldest_age_s": {"alpha": 42.5},
+        # One of the three in flight belongs to no configured queue.
         "in_flight": 3,
+        "in_flight_by_queue": {"alpha": 2, "beta": 0},
     }
     return QueueStats(**(fields | overrides))
 
@@ -59,13 +61,28 @@ def test_oldest_age_is_in_seconds_and_only_for_queues_that_have_one() -> None:
     assert (OLDEST_TASK_AGE, "beta") not in data
 
 
-def test_in_flight_is_published_once_without_a_queue_dimension() -> None:
+def test_broker_wide_in_flight_is_published_once_without_a_queue_dimension() -> None:
     data = metric_data(stats())
 
-    in_flight = [datum for datum in data if datum["MetricName"] == IN_FLIGHT_TASKS]
-    assert len(in_flight) == 1
-    assert "Dimensions" not in in_flight[0]
-    assert (in_flight[0]["Value"], in_flight[0]["Unit"]) == (3.0, "Count")
+    broker_wide = [d for d in data if d["MetricName"] == IN_FLIGHT_TASKS and "Dimensions" not in d]
+    assert len(broker_wide) == 1
+    assert (broker_wide[0]["Value"], broker_wide[0]["Unit"]) == (3.0, "Count")
+
+
+def test_in_flight_per_queue_is_published_for_every_queue_zero_included() -> None:
+    data = by_name_and_queue(metric_data(stats()))
+
+    alpha, beta = data[(IN_FLIGHT_TASKS, "alpha")], data[(IN_FLIGHT_TASKS, "beta")]
+    assert (alpha["Value"], alpha["Unit"]) == (2.0, "Count")
+    assert alpha["Dimensions"] == [{"Name": QUEUE_DIMENSION, "Value": "alpha"}]
+    assert beta["Value"] == 0.0
+
+
+def test_in_flight_per_queue_is_left_out_when_the_poll_could_not_attribute_it() -> None:
+    data = by_name_and_queue(metric_data(stats(in_flight_by_queue=None)))
+
+    assert [key for key in data if key[0] == IN_FLIGHT_TASKS] == [(IN_FLIGHT_TASKS, None)]
+    assert data[(WAITING_TASKS, "alpha")]["Value"] == 7.0
 
 
 def test_every_item_carries_the_poll_time_and_the_requested_resolution() -> None:
@@ -82,12 +99,15 @@ def test_standard_resolution_by_default() -> None:
 def many_queues(count: int, polled_at: float = POLLED_AT) -> QueueStats:
     queues = [f"queue-{n:04d}" for n in range(count)]
     return stats(
-        polled_at=polled_at, waiting=dict.fromkeys(queues, 1), oldest_age_s=dict.fromkeys(queues, 5.0)
+        polled_at=polled_at,
+        waiting=dict.fromkeys(queues, 1),
+        oldest_age_s=dict.fromkeys(queues, 5.0),
+        in_flight_by_queue=dict.fromkeys(queues, 0),
     )
 
 
 def test_batches_stay_within_the_item_limit_in_as_few_calls_as_possible() -> None:
-    data = metric_data(many_queues(1200))  # 2401 items
+    data = metric_data(many_queues(800))  # 3 per queue and the broker-wide in flight: 2401 items
 
     sizes = [len(batch) for batch in batches(data)]
 
@@ -95,8 +115,14 @@ def test_batches_stay_within_the_item_limit_in_as_few_calls_as_possible() -> Non
 
 
 def test_batches_split_early_when_long_queue_names_would_pass_the_request_size_limit() -> None:
-    long_names = [f"{n:04d}-" + "q" * 1000 for n in range(400)]
-    data = metric_data(stats(waiting=dict.fromkeys(long_names, 1), oldest_age_s={}))
+    long_names = [f"{n:04d}-" + "q" * 1000 for n in range(200)]
+    data = metric_data(
+        stats(
+            waiting=dict.fromkeys(long_names, 1),
+            oldest_age_s={},
+            in_flight_by_queue=dict.fromkeys(long_names, 0),
+        )
+    )
 
     sizes = [len(batch) for batch in batches(data)]
 
@@ -108,7 +134,7 @@ def test_batches_split_early_when_long_queue_names_would_pass_the_request_size_l
 def test_publish_sends_every_item_to_cloudwatch_in_batched_calls(cloudwatch: Any) -> None:
     calls = observe_put_metric_data(cloudwatch)
     # Polled now: moto's statistics are read back over a window around the present.
-    data = metric_data(many_queues(600, polled_at=time.time()))
+    data = metric_data(many_queues(400, polled_at=time.time()))  # 1201 items
 
     call_count = publish(cloudwatch.put_metric_data, NAMESPACE, data)
 

@@ -31,10 +31,14 @@ def test_the_benchmark_reports_one_round_trip_per_poll_against_one_per_command()
     assert completed.returncode == 0, completed.stderr
     report = json.loads(completed.stdout)
 
-    rows = {row["approach"].split(",")[0]: row for row in report["figures"]}
+    publisher, default_steps, naive = report["figures"]
+    assert publisher["approach"].startswith("pipeline, 10 sibling lists")
     lists = report["lists_per_queue_read"] * report["queues"]
-    assert rows["pipeline"]["round_trips_per_poll"] == 1
-    assert rows["one command per key"]["round_trips_per_poll"] == 2 * lists + 1
+    assert publisher["round_trips_per_poll"] == default_steps["round_trips_per_poll"] == 1
+    # LLEN and both ends of each list, then HLEN and HSCAN of `unacked`.
+    assert publisher["commands_per_poll"] == 3 * lists + 2
+    assert naive["round_trips_per_poll"] == naive["commands_per_poll"] == 3 * lists + 2
     assert (report["messages_waiting"], report["messages_in_flight"]) == (4 * 4 * 3 - 2, 2)
-    # 4 depths, 4 ages, in flight
-    assert (report["metric_data_items"], report["put_metric_data_calls"]) == (9, 1)
+    assert report["in_flight_by_queue_published"] is True
+    # 4 depths, 4 ages, 4 in flight per queue, in flight broker-wide
+    assert (report["metric_data_items"], report["put_metric_data_calls"]) == (13, 1)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
-from queue_depth.logic import read_queue_stats, sibling_keys
+from queue_depth.logic import UNACKED_KEY, read_queue_stats, sent_at, sibling_keys
 
 from tests.lambdas.queue_depth.conftest import SendStamp, deliver_without_ack, make_app, send
 from tests.support.redis_server import RedisServer
@@ -102,6 +102,36 @@ def test_a_queue_of_unstamped_messages_has_no_age(
     assert stats.oldest_age_s == {}
 
 
+def test_a_message_requeued_by_a_reject_to_the_head_of_its_list_is_the_oldest(
+    redis_server: RedisServer, celery_app: Celery, stamp: SendStamp
+) -> None:
+    for sent in (NOW - 700, NOW - 100):
+        stamp.at = sent
+        send(celery_app, "alpha")
+    client = redis_server.client()
+    with celery_app.connection_for_read() as connection:
+        deliver_without_ack(connection.default_channel, "alpha").reject(requeue=True)
+        # kombu's QoS.reject(requeue=True) LPUSHed it: first in the list, the newer one still last.
+        assert [sent_at(client.lindex("alpha", index)) for index in (0, -1)] == [NOW - 700, NOW - 100]
+
+        stats = read_queue_stats(client, ["alpha"], NOW)
+
+    assert (stats.waiting, stats.oldest_age_s) == ({"alpha": 2}, {"alpha": 700.0})
+
+
+def test_a_newer_message_at_the_head_leaves_the_oldest_at_the_tail(
+    redis_server: RedisServer, celery_app: Celery, stamp: SendStamp
+) -> None:
+    # The usual order, with a stamp at both ends: the head must not win because it is read too.
+    for sent in (NOW - 300, NOW - 20):
+        stamp.at = sent
+        send(celery_app, "alpha")
+
+    stats = read_queue_stats(redis_server.client(), ["alpha"], NOW)
+
+    assert stats.oldest_age_s == {"alpha": 300.0}
+
+
 def test_an_unstamped_oldest_message_in_one_sibling_leaves_the_stamped_ones(
     redis_server: RedisServer, celery_app: Celery, stamp: SendStamp
 ) -> None:
@@ -146,6 +176,73 @@ def test_messages_delivered_and_not_acked_are_in_flight_not_waiting(
     assert stats.waiting == {"alpha": 1, "beta": 2}
 
 
+def test_in_flight_is_counted_per_queue_from_the_routing_key_zero_included(
+    redis_server: RedisServer, celery_app: Celery, consumer_channel: Any
+) -> None:
+    send(celery_app, "alpha", count=3)
+    send(celery_app, "beta", count=2, priority=6)
+    for queue in ("alpha", "alpha", "beta"):
+        deliver_without_ack(consumer_channel, queue)
+
+    stats = read_queue_stats(redis_server.client(), ["alpha", "beta", "idle"], NOW)
+
+    assert stats.in_flight_by_queue == {"alpha": 2, "beta": 1, "idle": 0}
+    assert stats.in_flight == 3
+
+
+def test_a_task_of_a_queue_not_configured_is_in_flight_only_broker_wide(
+    redis_server: RedisServer, celery_app: Celery, consumer_channel: Any
+) -> None:
+    send(celery_app, "alpha")
+    send(celery_app, "elsewhere", count=2)
+    deliver_without_ack(consumer_channel, "alpha")
+    deliver_without_ack(consumer_channel, "elsewhere")
+    deliver_without_ack(consumer_channel, "elsewhere")
+
+    stats = read_queue_stats(redis_server.client(), ["alpha", "beta"], NOW)
+
+    assert stats.in_flight_by_queue == {"alpha": 1, "beta": 0}
+    assert stats.in_flight == 3
+
+
+def test_unreadable_unacked_entries_count_only_broker_wide(
+    redis_server: RedisServer, celery_app: Celery, consumer_channel: Any
+) -> None:
+    send(celery_app, "alpha", count=2)
+    deliver_without_ack(consumer_channel, "alpha")
+    client = redis_server.client()
+    # Written beside kombu's own entry, as a foreign or damaged writer might.
+    client.hset(
+        UNACKED_KEY,
+        mapping={
+            "not-json": b"\xff\xfe alpha",
+            "an-object": '{"routing_key": "alpha"}',
+            "two-items": '[{}, "alpha"]',
+            "key-not-text": '[{}, "alpha", 7]',
+            "deeply-nested": "[" * 100_000 + "]" * 100_000,
+        },
+    )
+
+    stats = read_queue_stats(client, ["alpha"], NOW)
+
+    assert stats.in_flight_by_queue == {"alpha": 1}
+    assert stats.in_flight == 6
+
+
+def test_per_queue_in_flight_is_left_out_when_unacked_holds_more_than_one_poll_reads(
+    redis_server: RedisServer, celery_app: Celery, consumer_channel: Any
+) -> None:
+    send(celery_app, "alpha", count=40)
+    for _ in range(40):
+        deliver_without_ack(consumer_channel, "alpha")
+    client = redis_server.client()
+
+    stats = read_queue_stats(client, ["alpha"], NOW, max_unacked_read=10)
+
+    assert stats.in_flight_by_queue is None
+    assert stats.in_flight == 40
+
+
 def test_an_acked_message_leaves_the_in_flight_count(
     redis_server: RedisServer, celery_app: Celery, consumer_channel: Any
 ) -> None:
@@ -156,7 +253,7 @@ def test_an_acked_message_leaves_the_in_flight_count(
 
     stats = read_queue_stats(redis_server.client(), ["alpha"], NOW)
 
-    assert stats.in_flight == 1
+    assert (stats.in_flight, stats.in_flight_by_queue) == (1, {"alpha": 1})
     second.ack()
 
 
@@ -175,6 +272,7 @@ def test_a_message_a_consumer_gave_back_is_again_the_oldest(
     stats = read_queue_stats(client, ["alpha"], NOW)
 
     assert (stats.waiting, stats.oldest_age_s, stats.in_flight) == ({"alpha": 2}, {"alpha": 700.0}, 0)
+    assert stats.in_flight_by_queue == {"alpha": 0}
 
 
 def test_a_queue_name_with_odd_characters_is_read_as_its_own_lists(
@@ -200,25 +298,36 @@ class CountingConnection(redis.Connection):
         super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
 
 
-def llen_calls(client: redis.Redis) -> int:
+def calls(client: redis.Redis, command: str) -> int:
     stats: dict[str, Any] = client.info("commandstats")
-    return int(stats.get("cmdstat_llen", {}).get("calls", 0))
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
 
 
-def test_one_poll_of_many_queues_is_one_round_trip(redis_server: RedisServer, celery_app: Celery) -> None:
+READ_COMMANDS = ("llen", "lindex", "hlen", "hscan")
+
+
+def test_one_poll_of_many_queues_is_one_round_trip(
+    redis_server: RedisServer, celery_app: Celery, consumer_channel: Any
+) -> None:
     queues = [f"queue-{n}" for n in range(30)]
     for queue in queues[::3]:
         send(celery_app, queue, count=2, priority=3)
+    for queue in queues[:9:3]:
+        deliver_without_ack(consumer_channel, queue)
     pool = redis.ConnectionPool(connection_class=CountingConnection, host="127.0.0.1", port=redis_server.port)
     client = redis.Redis(connection_pool=pool)
-    llen_before = llen_calls(client)  # also opens the connection: its handshake is not part of a poll
+    # Also opens the connection: its handshake is not part of a poll.
+    before = {command: calls(client, command) for command in READ_COMMANDS}
     CountingConnection.sent = 0
 
     stats = read_queue_stats(client, queues, NOW)
 
     round_trips = CountingConnection.sent
     assert round_trips == 1
-    # Every list of every queue was read in that one round trip.
-    assert llen_calls(client) - llen_before == len(sibling_keys("any")) * len(queues)
-    assert sum(stats.waiting.values()) == 20
+    # Every list of every queue, both ends, and the unacked hash were read in that one round trip.
+    lists = len(sibling_keys("any")) * len(queues)
+    read = {command: calls(client, command) - before[command] for command in READ_COMMANDS}
+    assert read == {"llen": lists, "lindex": 2 * lists, "hlen": 1, "hscan": 1}
+    assert (sum(stats.waiting.values()), stats.in_flight) == (17, 3)
+    assert stats.in_flight_by_queue == {queue: int(queue in queues[:9:3]) for queue in queues}
     pool.disconnect()

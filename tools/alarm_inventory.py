@@ -1,6 +1,6 @@
 """The alarm inventory, docs/alarms.md, generated from the synthesized templates of every stage.
 
-`python -m infra.monitoring.inventory` synthesizes each config/*.toml stage as `cdk synth` does and
+`python -m tools.alarm_inventory` synthesizes each config/*.toml stage as `cdk synth` does and
 writes one table per stage: every alarm's logical ID, severity, signal, condition, evaluation window,
 missing-data handling, actions and runbook section. tests/docs fails when the committed file differs,
 so a pull request that changes an alarm shows the change in docs/alarms.md too.
@@ -21,9 +21,9 @@ from aws_cdk import App
 from infra.config import load_stage_config
 from stacks.stage import build_stage
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 INVENTORY = ROOT / "docs" / "alarms.md"
-COMMAND = ".venv/bin/python -m infra.monitoring.inventory"
+COMMAND = ".venv/bin/python -m tools.alarm_inventory"
 
 ALARM = "AWS::CloudWatch::Alarm"
 COMPOSITE = "AWS::CloudWatch::CompositeAlarm"

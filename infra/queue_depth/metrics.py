@@ -1,0 +1,56 @@
+"""The queue metrics the publisher writes, as CloudWatch metric objects for scaling, alarms, dashboards.
+
+Names, dimensions and namespace come from `celery_fleet.contract.queue_metrics`, the module the
+publisher Lambda writes them with: one definition for both sides.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_cloudwatch as cloudwatch
+from celery_fleet.contract import queue_metrics
+
+MINUTE = Duration.minutes(1)
+
+
+class QueueMetrics:
+    """The queue metrics of one stage's namespace, per minute."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+
+    def waiting(self, queue: str, *, statistic: str = "Maximum") -> cloudwatch.Metric:
+        """Tasks waiting in `queue` (its list plus priority siblings); 0 when empty."""
+        return self._metric(queue_metrics.WAITING_TASKS, queue, statistic=statistic)
+
+    def oldest_age(self, queue: str) -> cloudwatch.Metric:
+        """Age in seconds of the oldest waiting task of `queue`; no data when empty or unstamped."""
+        return self._metric(queue_metrics.OLDEST_TASK_AGE, queue)
+
+    def in_flight(self, queue: str | None = None) -> cloudwatch.Metric:
+        """Tasks delivered and not yet acknowledged: of `queue`, or broker-wide when None."""
+        return self._metric(queue_metrics.IN_FLIGHT_TASKS, queue)
+
+    def waiting_while_no_worker(
+        self, queues: list[str], running: cloudwatch.IMetric, *, label: str
+    ) -> cloudwatch.MathExpression:
+        """Tasks waiting in `queues` in a minute when `running` (worker tasks) is 0, else 0.
+
+        Container Insights may publish nothing for a service with no task: FILL reads that as none.
+        """
+        waiting = {f"w{i}": self.waiting(queue) for i, queue in enumerate(queues)}
+        return cloudwatch.MathExpression(
+            expression=f"IF(FILL(running, 0) < 1, {' + '.join(waiting)}, 0)",
+            using_metrics={**waiting, "running": running},
+            label=label,
+            period=MINUTE,
+        )
+
+    def _metric(self, name: str, queue: str | None, *, statistic: str = "Maximum") -> cloudwatch.Metric:
+        return cloudwatch.Metric(
+            namespace=self.namespace,
+            metric_name=name,
+            dimensions_map={queue_metrics.QUEUE_DIMENSION: queue} if queue is not None else None,
+            statistic=statistic,
+            period=MINUTE,
+        )

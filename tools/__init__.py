@@ -1,0 +1,1 @@
+"""Generators of the project's derived documents (config reference, alarm inventory)."""
