@@ -110,6 +110,11 @@ def size_broker(config: BrokerConfig) -> BrokerSizing:
     )
     by_name = {node.name: node for node in NODE_TYPES}
 
+    def sized(node: NodeType, reason: str) -> BrokerSizing:
+        return BrokerSizing(
+            node.name, node.maxmemory_bytes, node.usable_bytes, per_task, predicted, required, reason
+        )
+
     if config.node_type is not None:
         node = by_name.get(config.node_type)
         if node is None:
@@ -123,26 +128,13 @@ def size_broker(config: BrokerConfig) -> BrokerSizing:
                 f"({RESERVED_MEMORY_PERCENT} % of maxmemory reserved), but {numbers}. Choose a larger node, "
                 "lower backlog_tasks, or unset node_type to pick one"
             )
-        return BrokerSizing(
-            node.name,
-            node.maxmemory_bytes,
-            node.usable_bytes,
-            per_task,
-            predicted,
-            required,
-            "from config, fits",
-        )
+        return sized(node, "from config, fits")
 
     candidates = [n for n in NODE_TYPES if config.allow_burstable_nodes or not n.burstable]
     for node in candidates:
         if node.usable_bytes >= required:
-            return BrokerSizing(
-                node.name,
-                node.maxmemory_bytes,
-                node.usable_bytes,
-                per_task,
-                predicted,
-                required,
+            return sized(
+                node,
                 "smallest node holding the backlog"
                 + ("" if config.allow_burstable_nodes else ", non-burstable"),
             )

@@ -17,15 +17,7 @@ from infra.task_events import TaskEventIngester
 from infra.workers import WorkerFleet
 
 MINUTE = Duration.minutes(1)
-OUTCOMES = (
-    task_metrics.SUCCEEDED,
-    task_metrics.FAILED,
-    task_metrics.RETRIED,
-    task_metrics.REVOKED,
-    task_metrics.REJECTED,
-    task_metrics.TIME_LIMIT_EXCEEDED,
-    task_metrics.WORKER_LOST,
-)
+OUTCOMES = tuple(task_metrics.COUNT_BY_EVENT.values())
 PERCENTILES = ("p50", "p90", "p99")
 
 

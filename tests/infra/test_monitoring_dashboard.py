@@ -71,15 +71,7 @@ def test_throughput_shows_every_outcome_summed_over_queues(dev: Synthesized) -> 
     expressions = _expressions(_graph(dev, "Task outcomes per minute (all queues)"))
     assert expressions == [
         f"SUM(SEARCH('{{\"CeleryFleet/dev\",Queue}} MetricName=\"{outcome}\"', 'Sum', 60))"
-        for outcome in (
-            task_metrics.SUCCEEDED,
-            task_metrics.FAILED,
-            task_metrics.RETRIED,
-            task_metrics.REVOKED,
-            task_metrics.REJECTED,
-            task_metrics.TIME_LIMIT_EXCEEDED,
-            task_metrics.WORKER_LOST,
-        )
+        for outcome in task_metrics.COUNT_BY_EVENT.values()
     ]
 
 
