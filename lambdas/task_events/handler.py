@@ -1,4 +1,4 @@
-"""Lambda entry point, fed by a CloudWatch Logs subscription filter on each worker log group.
+"""Lambda entry point, fed by a CloudWatch Logs subscription filter on the worker log group.
 
 Environment (validated at cold start): METRIC_NAMESPACE, the stage's metric namespace;
 FAILED_TASKS_LOG_GROUP, where failed-task records go. An invocation raises only when the failure
