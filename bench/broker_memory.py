@@ -37,10 +37,7 @@ import json
 import os
 import random
 import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -53,6 +50,7 @@ from celery import Celery
 from celery.signals import before_task_publish
 
 from infra.broker.parameters import LIST_COMPRESS_DEPTH
+from tests.support.redis_server import RedisServer
 
 # The stack's list settings, from the module that writes them into the ElastiCache parameter group.
 STACK_LIST_SETTINGS: dict[str, int] = {"list-compress-depth": LIST_COMPRESS_DEPTH}
@@ -143,72 +141,15 @@ def drop_repr_headers(headers: dict[str, Any] | None = None, **_: Any) -> None:
         headers.pop("kwargsrepr", None)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextmanager
 def redis_server(binary: str, settings: Mapping[str, int]) -> Iterator[redis.Redis]:
-    """A throwaway redis-server on loopback with nothing persisted; killed on exit."""
-    with tempfile.TemporaryDirectory(prefix="broker-memory-bench-") as workdir:
-        for _attempt in range(3):
-            port = free_port()
-            # Nothing may reach the disk: no RDB snapshots, no AOF, a scratch working directory.
-            options: dict[str, object] = {
-                "port": port,
-                "bind": "127.0.0.1",
-                "dir": workdir,
-                "save": "",
-                "appendonly": "no",
-                "daemonize": "no",
-                "logfile": "",
-                **settings,
-            }
-            argv = [binary]
-            for name, value in options.items():
-                argv += [f"--{name}", str(value)]
-            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                client = _wait_until_ready(proc, port)
-            except BaseException:
-                _stop(proc)
-                raise
-            if client is None:
-                # Most likely another process took the port between free_port() and bind.
-                _stop(proc)
-                continue
-            try:
-                yield client
-            finally:
-                client.close()
-                _stop(proc)
-            return
-        raise RuntimeError(f"redis-server ({binary}) did not start with settings {dict(settings)}")
-
-
-def _wait_until_ready(proc: subprocess.Popen[bytes], port: int) -> redis.Redis | None:
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=60)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            client.close()
-            return None
+    """A throwaway redis-server on loopback with nothing persisted, stopped on exit."""
+    with RedisServer({name: str(value) for name, value in settings.items()}, binary=binary) as server:
+        client = server.client()
         try:
-            client.ping()
-            return client
-        except redis.ConnectionError:
-            time.sleep(0.02)
-    client.close()
-    return None
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait(timeout=10)
+            yield client
+        finally:
+            client.close()
 
 
 def publish_with_apply_async(client: redis.Redis, count: int, header_variant: str) -> PublishTiming:

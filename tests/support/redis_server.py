@@ -25,8 +25,10 @@ class RedisServer:
     starts the same server on the same port, for tests of workers surviving a broker restart.
     """
 
-    def __init__(self, settings: dict[str, str] | None = None, port: int | None = None) -> None:
-        binary = shutil.which("redis-server")
+    def __init__(
+        self, settings: dict[str, str] | None = None, port: int | None = None, binary: str | None = None
+    ) -> None:
+        binary = binary or shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server; .ci/run does)")
         self.binary = binary
