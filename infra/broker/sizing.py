@@ -68,7 +68,6 @@ class BrokerSizing:
     """The chosen node and the numbers behind it, for the synth summary and the stack."""
 
     node_type: str
-    maxmemory_bytes: int
     usable_bytes: int
     bytes_per_task: int
     predicted_bytes: int
@@ -78,7 +77,7 @@ class BrokerSizing:
     def summary(self) -> str:
         return (
             f"{self.node_type} ({self.reason}); predicted {self.predicted_bytes / GIB:.2f} GiB at peak "
-            f"backlog ({100 * self.predicted_bytes / self.maxmemory_bytes:.0f} % of maxmemory), "
+            f"backlog ({100 * self.predicted_bytes / self.usable_bytes:.0f} % of usable memory), "
             f"{self.required_bytes / GIB:.2f} GiB with headroom, {self.usable_bytes / GIB:.2f} GiB usable"
         )
 
@@ -111,9 +110,7 @@ def size_broker(config: BrokerConfig) -> BrokerSizing:
     by_name = {node.name: node for node in NODE_TYPES}
 
     def sized(node: NodeType, reason: str) -> BrokerSizing:
-        return BrokerSizing(
-            node.name, node.maxmemory_bytes, node.usable_bytes, per_task, predicted, required, reason
-        )
+        return BrokerSizing(node.name, node.usable_bytes, per_task, predicted, required, reason)
 
     if config.node_type is not None:
         node = by_name.get(config.node_type)

@@ -79,9 +79,10 @@ class MonitoringConfig(ConfigModel):
         default=70,
         ge=10,
         le=99,
-        description="Warn above this share of the broker's maxmemory (DatabaseMemoryUsagePercentage). Sizing "
-        "keeps the declared peak backlog at or below 50 % of maxmemory (75 % usable, 50 % headroom; synth "
-        "prints the actual share), so more means a backlog beyond the plan.",
+        description="Warn above this share of the broker's usable memory (DatabaseMemoryUsagePercentage: "
+        "the engine's maxmemory is what ElastiCache's 25 % reserve leaves). Sizing keeps the declared "
+        "peak backlog at or below 67 % of it with the default 50 % headroom (synth prints the actual "
+        "share), so more means a backlog beyond the plan.",
     )
     broker_memory_page_percent: int = Field(
         default=85,
