@@ -24,9 +24,10 @@ app.conf.update(
 )
 FLEET = celery_fleet.configure(
     app,
-    # The longest task here is a sub-task of a few seconds; ten minutes is a generous bound that
-    # keeps the visibility timeout (and so the recovery of a crashed worker's tasks) short.
-    max_task_runtime_s=600,
+    # No max_task_runtime_s: in a worker the group's time_limit_s and soft_time_limit_s (from the
+    # stage config, through the container's environment) are the tasks' limits, the same values as
+    # the worker's --time-limit and --soft-time-limit. A smaller limit here once made every SIGTERM
+    # acknowledge tasks that had run longer than it as timed out (docs/runtime.md#time-limits).
     # fetch_external backs off for at most retry_backoff_max (RETRY_EXTERNAL: 600 s).
     max_countdown_s=600,
 )

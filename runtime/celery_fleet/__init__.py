@@ -12,16 +12,18 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from celery_fleet.broker import broker_url_from_env
+    from celery_fleet.reserve import BrokerFullError
     from celery_fleet.retry import RETRY_EXTERNAL
     from celery_fleet.settings import FleetSettings, configure
 
-__all__ = ["RETRY_EXTERNAL", "FleetSettings", "broker_url_from_env", "configure"]
+__all__ = ["RETRY_EXTERNAL", "BrokerFullError", "FleetSettings", "broker_url_from_env", "configure"]
 
 # Public name -> module that defines it; loaded on first access only.
 _LAZY = {
     "configure": "celery_fleet.settings",
     "FleetSettings": "celery_fleet.settings",
     "broker_url_from_env": "celery_fleet.broker",
+    "BrokerFullError": "celery_fleet.reserve",
     "RETRY_EXTERNAL": "celery_fleet.retry",
 }
 

@@ -8,6 +8,12 @@ touch also PINGs the broker through the consumer's own connection pool, so a con
 open but no longer answers stops the touches too. The file's age is therefore the time since the
 worker was last seen consuming; `celery_fleet.health` compares it with a maximum.
 
+A connection that answers is not yet a consumer that fetches: a consumer whose fetch (BRPOP) never
+returns, or that was cancelled, still has a turning event loop and a pool connection that answers
+PING. So each touch also asks whether the worker should have fetched: when tasks wait in a queue it
+was started to consume, it has room for more (its prefetch window is not full) and it received no
+message since the previous touch, it has stopped fetching, and the touch is skipped.
+
 (With the solo or threads pool the timer is a thread of its own: only the PING is proof there.)
 """
 
@@ -21,7 +27,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from celery import bootsteps
+from celery import bootsteps, signals
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -40,9 +46,15 @@ class ConsumingHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
         self._tref: Any = None
+        self._queues: tuple[str, ...] = ()
+        self._receipts_seen = 0
+        self._stalled = False
 
     def start(self, c: Any) -> None:
         self._cancel()
+        # The queues it was started with: a consumer cancelled later should still be consuming them.
+        self._queues = tuple(queue.name for queue in getattr(c.task_consumer, "queues", ()))
+        self._receipts_seen = _RECEIPTS[0]
         self._tref = c.timer.call_repeatedly(self.interval_s, self.beat, (c,))
 
     def stop(self, c: Any) -> None:
@@ -55,8 +67,24 @@ class ConsumingHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]
         Path(self.path).unlink(missing_ok=True)
 
     def beat(self, c: Any) -> None:
-        if broker_answers(c):
-            write_heartbeat(Path(self.path), hostname=str(getattr(c, "hostname", "")))
+        if not broker_answers(c):
+            return
+        received = _RECEIPTS[0] != self._receipts_seen
+        self._receipts_seen = _RECEIPTS[0]
+        waiting = 0 if received else waiting_while_able(c, self._queues)
+        if waiting:
+            if not self._stalled:
+                logger.error(
+                    "celery_fleet: %d task(s) wait in %s and this worker has room, but it received none "
+                    "in %g s: it is not fetching, so the health check will fail",
+                    waiting,
+                    ",".join(self._queues),
+                    self.interval_s,
+                )
+            self._stalled = True
+            return
+        self._stalled = False
+        write_heartbeat(Path(self.path), hostname=str(getattr(c, "hostname", "")))
 
     def _cancel(self) -> None:
         if self._tref is not None:
@@ -81,6 +109,36 @@ def broker_answers(consumer: Any) -> bool:
         # Any failure means "not consuming"; raising would only stop the timer.
         logger.warning("celery_fleet: broker did not answer the health PING: %r", exc)
         return False
+
+
+def waiting_while_able(consumer: Any, queues: tuple[str, ...]) -> int:
+    """Tasks waiting in `queues` when the consumer has room to fetch one; 0 when it has none.
+
+    Redis transport only (the queue's size over its priority lists, as kombu counts it); 0 elsewhere.
+    """
+    channel = getattr(getattr(consumer, "task_consumer", None), "channel", None)
+    qos = getattr(channel, "qos", None)
+    size = getattr(channel, "_size", None)
+    if not queues or qos is None or size is None or not qos.can_consume():
+        return 0
+    try:
+        return sum(int(size(queue)) for queue in queues)
+    except Exception as exc:
+        logger.warning("celery_fleet: could not count waiting tasks for the health check: %r", exc)
+        return 0
+
+
+# Messages this process's consumer has taken in (started, held for an ETA, or turned away): the
+# heartbeat compares the count between touches. A list so the receiver can change it in place.
+_RECEIPTS = [0]
+
+
+def _count_receipt(**_: Any) -> None:
+    _RECEIPTS[0] += 1
+
+
+for _signal in (signals.task_received, signals.task_rejected, signals.task_unknown):
+    _signal.connect(_count_receipt, weak=False, dispatch_uid="celery_fleet.heartbeat.receipts")
 
 
 def write_heartbeat(path: Path, *, hostname: str) -> None:

@@ -10,7 +10,7 @@ import pytest
 import redis
 from celery import Celery
 
-from tests.runtime.workers import WorkerProcess
+from tests.runtime.workers import EcsTask, WorkerProcess
 from tests.support.redis_server import RedisServer
 
 WorkerFactory = Callable[..., WorkerProcess]
@@ -48,6 +48,32 @@ def workers(redis_server: RedisServer, ledger: RedisServer, tmp_path: Path) -> I
     yield start
     for worker in started:
         worker.kill()
+
+
+EcsTaskFactory = Callable[..., EcsTask]
+
+
+@pytest.fixture
+def ecs_tasks(redis_server: RedisServer, ledger: RedisServer, tmp_path: Path) -> Iterator[EcsTaskFactory]:
+    """Starts workers as ECS starts a task (see `EcsTask`); every one is killed at teardown."""
+    started: list[EcsTask] = []
+
+    def start(name: str, *, command: list[str], env: Mapping[str, str]) -> EcsTask:
+        task = EcsTask(
+            name,
+            command=command,
+            broker_url=redis_server.url,
+            ledger_url=ledger.url,
+            log_dir=tmp_path,
+            env=env,
+        )
+        started.append(task)
+        task.start()
+        return task
+
+    yield start
+    for task in started:
+        task.kill()
 
 
 @pytest.fixture

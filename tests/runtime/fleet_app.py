@@ -8,6 +8,7 @@ FLEET_TEST_* variables so each test can shrink the production budgets to seconds
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import time
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import celery_fleet
 import redis
 from celery import Celery
+from celery_fleet.contract.container import TIME_LIMIT_ENV
 from celery_fleet.contract.queue_metrics import SENT_AT_HEADER
 from celery_fleet.publish import eta_delay_s
 
@@ -25,10 +27,20 @@ def _env_float(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
 
 
+CANCEL_ON_LOSS = "FLEET_TEST_CANCEL_ON_LOSS"
+_OVERRIDES: dict[str, Any] = {}
+if CANCEL_ON_LOSS in os.environ:
+    # For the A/B measurement in tests/runtime/test_broker_restart.py's docstring.
+    _OVERRIDES["worker_cancel_long_running_tasks_on_connection_loss"] = os.environ[CANCEL_ON_LOSS] == "1"
+
 app = Celery("fleet_app")
 FLEET = celery_fleet.configure(
     app,
-    max_task_runtime_s=_env_float("FLEET_TEST_MAX_RUNTIME_S", 30),
+    # Started as the task definition starts it (tests.runtime.workers.EcsTask), the worker group's
+    # limits reach the app through the environment, as in the sample app.
+    max_task_runtime_s=(
+        None if os.environ.get(TIME_LIMIT_ENV) else _env_float("FLEET_TEST_MAX_RUNTIME_S", 30)
+    ),
     max_countdown_s=_env_float("FLEET_TEST_MAX_COUNTDOWN_S", 10),
     visibility_margin_s=_env_float("FLEET_TEST_VISIBILITY_MARGIN_S", 5),
     stop_timeout_s=_env_float("FLEET_TEST_STOP_TIMEOUT_S", 5),
@@ -37,6 +49,7 @@ FLEET = celery_fleet.configure(
     # Sweep the unacked set every second (production: every 100 s), so a message left there by a
     # lost connection comes back within a test's patience once its visibility timeout has passed.
     broker_transport_options={"unacked_restore_interval": 1, "unacked_restore_throttle": 1},
+    **_OVERRIDES,
 )
 
 _ledgers: dict[int, redis.Redis] = {}
@@ -82,3 +95,10 @@ def flaky(self: Any, failures: int) -> int:
     if retries < failures:
         raise UnavailableError(f"attempt {retries} failed on purpose")
     return int(retries)
+
+
+@app.task(name="fleet.poison", bind=True)  # type: ignore[untyped-decorator]
+def poison(self: Any) -> None:
+    """Kills the pool child running it, every time: what a segfaulting extension looks like."""
+    ledger().rpush(f"started:{self.request.id}", f"{worker_name()}:{os.getpid()}")
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -82,16 +83,18 @@ def test_main_rejects_a_max_age_that_is_not_a_number(
 
 
 @pytest.mark.slow
-def test_worker_is_healthy_while_every_child_is_busy(
-    workers: WorkerFactory, publisher: Celery, ledger_client: redis.Redis
+def test_worker_is_healthy_while_every_child_is_busy_and_tasks_wait(
+    redis_server: RedisServer, workers: WorkerFactory, publisher: Celery, ledger_client: redis.Redis
 ) -> None:
     worker = workers("worker", concurrency=2)
     wait_for(lambda: healthy(worker), 30, "a healthy check", worker, interval_s=0.2)
-    ids = [publisher.send_task("fleet.work", args=[MAX_AGE_S * 3]).id for _ in range(2)]
-    wait_for(lambda: all(started(ledger_client, i) for i in ids), 15, "both children busy", worker)
+    ids = [publisher.send_task("fleet.work", args=[MAX_AGE_S * 3]).id for _ in range(3)]
+    wait_for(lambda: sum(bool(started(ledger_client, i)) for i in ids) == 2, 15, "both children busy", worker)
     # Longer than the maximum age: the heartbeat comes from the main process's event loop, which
-    # keeps turning while the children work.
+    # keeps turning while the children work; the waiting task is no sign of a stall while the
+    # worker has no room for it.
     time.sleep(MAX_AGE_S * 1.5)
+    assert redis_server.client().llen("celery") == 1
     result = run_healthcheck(worker)
     assert result.returncode == 0, result.stdout
     assert result.stdout.startswith("healthy:")
@@ -115,6 +118,24 @@ def test_worker_turns_unhealthy_when_the_broker_is_gone_and_healthy_when_it_is_b
     wait_for(
         lambda: healthy(worker), 60, "a healthy check after the broker came back", worker, interval_s=0.2
     )
+
+
+@pytest.mark.slow
+def test_worker_turns_unhealthy_when_it_stops_fetching_while_tasks_wait(
+    redis_server: RedisServer, workers: WorkerFactory, publisher: Celery
+) -> None:
+    worker = workers("worker", concurrency=1)
+    wait_for(lambda: healthy(worker), 30, "a healthy check", worker, interval_s=0.2)
+    # The worker's event loop keeps turning and its broker connections answer, but it no longer
+    # fetches: what a consumer whose BRPOP never returns looks like from outside.
+    publisher.control.cancel_consumer("celery", destination=[f"worker@{socket.gethostname()}"], reply=True)
+    time.sleep(1.0)
+    assert healthy(worker), "no task waits yet: nothing to fetch"
+    publisher.send_task("fleet.work", args=[0.1])
+
+    wait_for(lambda: not healthy(worker), MAX_AGE_S + 10, "an unhealthy check", worker, interval_s=0.2)
+    assert redis_server.client().llen("celery") == 1
+    assert "1 task(s) wait in celery and this worker has room, but it received none" in worker.log()
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from celery import Celery
 from celery_fleet import events
 from celery_fleet.broker import BrokerConfigError, broker_url_from_env
 from celery_fleet.heartbeat import ConsumingHeartbeat
+from celery_fleet.limits import limit_problems
 
 STACK_ENV = {
     "CELERY_FLEET_BROKER_HOST": "master.fleet.abc123.euw1.cache.amazonaws.com",
@@ -83,7 +84,7 @@ def test_production_defaults(app: Celery) -> None:
     assert conf.worker_enable_soft_shutdown_on_idle is False
     assert conf.broker_connection_retry_on_startup is True
     assert conf.broker_connection_max_retries is None
-    assert conf.worker_cancel_long_running_tasks_on_connection_loss is True
+    assert conf.worker_cancel_long_running_tasks_on_connection_loss is False
     assert conf.broker_pool_limit == 10
     assert fleet.soft_shutdown_timeout_s == 90
     # 600 s countdown + 3600 s run + 300 s margin.
@@ -124,6 +125,62 @@ def test_visibility_covers_the_stack_runtime_above_the_apps_own(app: Celery) -> 
     assert app.conf.task_time_limit == 600
     assert fleet.visibility_timeout_s == 600 + 7200 + 300
     assert fleet.max_delay_s == 900
+
+
+GROUP_ENV = {
+    "CELERY_FLEET_BROKER_URL": LOCAL_URL,
+    "CELERY_FLEET_MAX_TASK_RUNTIME_S": "3600",
+    "CELERY_FLEET_TIME_LIMIT_S": "1800",
+    "CELERY_FLEET_SOFT_TIME_LIMIT_S": "1500",
+}
+
+
+def test_the_worker_groups_limits_become_the_apps(app: Celery) -> None:
+    fleet = configure(app, environ=GROUP_ENV)
+    assert app.conf.task_time_limit == 1800
+    assert app.conf.task_soft_time_limit == 1500
+    # Still sized for the longest group on the broker.
+    assert fleet.visibility_timeout_s == 600 + 3600 + 300
+
+
+def test_a_runtime_the_groups_limit_contradicts_is_refused(app: Celery) -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"max_task_runtime_s=600 contradicts CELERY_FLEET_TIME_LIMIT_S=1800, the worker group's",
+    ):
+        configure(app, environ=GROUP_ENV, max_task_runtime_s=600)
+
+
+def test_a_soft_limit_above_the_hard_one_is_refused(app: Celery) -> None:
+    with pytest.raises(
+        ValueError, match=r"task_soft_time_limit=1500 exceeds the hard limit task_time_limit=600"
+    ):
+        configure(app, max_task_runtime_s=600, task_soft_time_limit=1500)
+
+
+def test_limits_check_refuses_a_command_line_limit_the_app_overrides(app: Celery) -> None:
+    configure(app, max_task_runtime_s=600)
+
+    @app.task(name="settings_test.long")  # type: ignore[untyped-decorator]
+    def long() -> None: ...
+
+    problems = limit_problems(app.conf, [long], worker_time_limit=1800, worker_soft_time_limit=1500)
+    assert problems[0] == (
+        "the worker's --time-limit=1800 differs from the app's task_time_limit=600, which is what every "
+        "task gets."
+    )
+    assert problems[1].startswith(
+        "Soft time limit above the hard one for settings_test.long (soft 1500 s > hard 600 s)"
+    )
+
+
+def test_limits_check_accepts_the_groups_limits_on_both_sides(app: Celery) -> None:
+    configure(app, environ=GROUP_ENV)
+
+    @app.task(name="settings_test.within")  # type: ignore[untyped-decorator]
+    def within() -> None: ...
+
+    assert limit_problems(app.conf, [within], worker_time_limit=1800, worker_soft_time_limit=1500) == []
 
 
 def test_stack_runtime_must_be_a_number(app: Celery) -> None:

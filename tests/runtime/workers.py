@@ -105,6 +105,67 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
+class EcsTask(WorkerProcess):
+    """A worker run as ECS runs the task definition's container, `command` and `env` its own.
+
+    A PID namespace of its own with tini as PID 1 (what `initProcessEnabled` gives), the worker its
+    child; `stop` is ECS's: SIGTERM to PID 1 only, which tini passes to its child, the worker's main
+    process (never to the pool's children), then SIGKILL to everything at the stop timeout. The
+    broker and ledger variables of the other workers are added to `env`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        command: list[str],
+        broker_url: str,
+        ledger_url: str,
+        log_dir: Path,
+        env: Mapping[str, str],
+    ) -> None:
+        super().__init__(name, broker_url=broker_url, ledger_url=ledger_url, log_dir=log_dir, env=env)
+        namespace = ["unshare", "--fork", "--pid", "--mount-proc"]
+        if os.geteuid() != 0:
+            namespace[1:1] = ["--user", "--map-root-user"]
+        executable = CELERY if command[0] == "celery" else command[0]
+        self.args = [*namespace, "tini", "--", executable, *command[1:]]
+
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
+        # The task definition's --loglevel=WARNING hides Celery's "ready"; the first heartbeat shows it.
+        wait_for(self.health_file.exists, timeout_s, f"worker {self.name} consuming", self)
+
+    def init_pid(self) -> int:
+        """tini's PID outside the namespace: unshare's only child."""
+        assert self.process is not None
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        wait_for(lambda: bool(children.read_text().split()), 10, "unshare's child (tini)", self)
+        return int(children.read_text().split()[0])
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.init_pid(), signum)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(AssertionError, ProcessLookupError):
+                os.kill(self.init_pid(), signal.SIGKILL)
+        super().kill()
+
+    def stop(self, stop_timeout_s: float) -> bool:
+        """ECS's stop; whether the worker was gone before the SIGKILL."""
+        assert self.process is not None
+        init = self.init_pid()
+        os.kill(init, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=stop_timeout_s)
+        except subprocess.TimeoutExpired:
+            # PID 1 dying takes every process of its namespace with it.
+            os.kill(init, signal.SIGKILL)
+            self.process.wait(timeout=10)
+            return False
+        return True
+
+
 def wait_for(
     condition: Callable[[], bool],
     timeout_s: float,

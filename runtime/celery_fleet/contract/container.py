@@ -16,5 +16,12 @@ BROKER_AUTH_TOKEN_ENV: Final = "CELERY_FLEET_BROKER_AUTH_TOKEN"
 # same hash, so each one's visibility timeout must cover the longest task in the fleet.
 MAX_TASK_RUNTIME_ENV: Final = "CELERY_FLEET_MAX_TASK_RUNTIME_S"
 
+# The worker group's own limits, the values of its --time-limit and --soft-time-limit: celery_fleet
+# makes them the app's task_time_limit and task_soft_time_limit, because each task's own limit, not
+# the command line's, is what the pool applies when it stops (an app limit below the command line's
+# soft limit acknowledged long tasks as timed out at every SIGTERM).
+TIME_LIMIT_ENV: Final = "CELERY_FLEET_TIME_LIMIT_S"
+SOFT_TIME_LIMIT_ENV: Final = "CELERY_FLEET_SOFT_TIME_LIMIT_S"
+
 # ECS on Fargate sends SIGTERM, then SIGKILL after the container's stopTimeout, 120 s at most.
 FARGATE_MAX_STOP_TIMEOUT_S: Final = 120
