@@ -10,10 +10,12 @@ from constructs import Construct
 from infra.broker import Broker, BrokerSizing
 from infra.config import StageConfig
 from infra.network import Network
+from infra.task_events import TaskEventKey
 
 
 class StatefulStack(Stack):
-    """VPC (when created) and broker. Termination-protected unless the stage opts out.
+    """VPC (when created), broker and the task-event signing key. Termination-protected unless the
+    stage opts out.
 
     Its resources' logical IDs are an API: renaming a construct here replaces the broker and loses
     every queued task. tests/infra/test_logical_ids.py pins them.
@@ -33,6 +35,8 @@ class StatefulStack(Stack):
             config=config.broker,
             sizing=sizing,
         )
+        # Here, not with the ingester: a new key would void every running worker's signature.
+        self.task_event_key = TaskEventKey(self, "TaskEventKey")
 
         port = Token.as_string(self.broker.port)
         CfnOutput(

@@ -14,6 +14,7 @@ from infra.monitoring.queue_alarms import desired_tasks, running_tasks
 from infra.monitoring.worker_alarms import failure_rate
 from infra.queue_depth import QueueDepthPublisher
 from infra.task_events import TaskEventIngester
+from infra.task_events.construct import QUERIES
 from infra.workers import WorkerFleet
 
 MINUTE = Duration.minutes(1)
@@ -158,6 +159,18 @@ class FleetDashboard(Construct):
                 )
             )
 
+        # The ways tasks fail, most frequent first (the saved query of the same name, top 10).
+        self.dashboard.add_widgets(
+            cloudwatch.LogQueryWidget(
+                title="Top failure fingerprints (task, exception, innermost frame of your code)",
+                log_group_names=[ingester.failed_tasks.log_group_name],
+                query_string=QUERIES["top-failure-fingerprints"][1].replace("limit 50", "limit 10"),
+                view=cloudwatch.LogQueryVisualizationType.TABLE,
+                width=24,
+                height=6,
+            )
+        )
+
         # Workers.
         running_vs_desired: list[cloudwatch.IMetric] = []
         for name in fleet.services:
@@ -278,6 +291,20 @@ class FleetDashboard(Construct):
                         statistic="Sum",
                         period=MINUTE,
                         label="Malformed lines",
+                    ),
+                    cloudwatch.Metric(
+                        namespace=namespace,
+                        metric_name=task_metrics.FORGED_EVENTS,
+                        statistic="Sum",
+                        period=MINUTE,
+                        label="Forged lines (no valid signature)",
+                    ),
+                    cloudwatch.Metric(
+                        namespace=namespace,
+                        metric_name=task_metrics.FAILURE_RECORDS_DROPPED,
+                        statistic="Sum",
+                        period=MINUTE,
+                        label="Failure records dropped",
                     ),
                 ],
                 width=8,

@@ -1,4 +1,4 @@
-"""Alarms on the task-event pipeline: the ingest Lambda, its on-failure queue, malformed lines."""
+"""Alarms on the task-event pipeline: the ingest Lambda, its on-failure queue, malformed and forged lines."""
 
 from __future__ import annotations
 
@@ -104,4 +104,28 @@ class PipelineAlarms(Construct):
             first_check="the ingest Lambda's log for 'malformed task event' samples, and the workers' "
             "celery_fleet version.",
             runbook=Runbook.MALFORMED_EVENTS,
+        )
+        self.forged = book.add(
+            self,
+            "ForgedEvents",
+            severity=Severity.WARNING,
+            metric=cloudwatch.Metric(
+                namespace=namespace,
+                metric_name=task_metrics.FORGED_EVENTS,
+                statistic="Sum",
+                period=WINDOW,
+            ),
+            # Workers sign every line they write: any unsigned line is task output posing as an event
+            # (a task printing or raising user data) or a worker without the stage's key. Neither is
+            # normal, and the second means real outcomes go uncounted.
+            threshold=0,
+            comparison=_GT,
+            evaluation_periods=1,
+            missing=_NOT_BREACHING,
+            what="the ingest Lambda received lines that look like task events but carry no valid signature; "
+            "they were not counted. Either task output imitates event lines, or workers sign with a key "
+            "the ingester does not hold.",
+            first_check="the ingest Lambda's log for 'forged task event' samples: their log stream names "
+            "the worker that wrote them.",
+            runbook=Runbook.FORGED_EVENTS,
         )

@@ -37,6 +37,7 @@ class Runbook(StrEnum):
     INGEST_THROTTLES = "task-event-ingest-throttles"
     INGEST_DEAD_LETTERS = "task-event-dead-letters"
     MALFORMED_EVENTS = "malformed-task-events"
+    FORGED_EVENTS = "forged-task-events"
     # The scaling alarms of infra/workers/scaling.py write these anchors in their descriptions.
     SCALING_FROM_ZERO = "scaling-out-from-zero"
     SCALING_IN_WHEN_IDLE = "scaling-in-when-idle"

@@ -1,5 +1,6 @@
 """Task-event monitoring: worker event lines into metrics and a searchable failed-task log."""
 
 from infra.task_events.construct import TaskEventIngester
+from infra.task_events.key import TaskEventKey
 
-__all__ = ["TaskEventIngester"]
+__all__ = ["TaskEventIngester", "TaskEventKey"]

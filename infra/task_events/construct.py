@@ -7,6 +7,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_logs_destinations as log_destinations
+from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sqs as sqs
 from celery_fleet.contract.task_events import SUBSCRIPTION_FILTER_PATTERN
 from constructs import Construct
@@ -21,6 +22,15 @@ from infra.naming import pascal
 # Worker log lines are JSON: Logs Insights discovers their fields (task_id, event, task, ...) itself.
 _EVENT_LINES = 'filter celery_fleet = "task_event"'
 QUERIES = {
+    # One row per way of failing: how often, since and until when, and a task id to look at first.
+    # Counting distinct keys drops a record a retried invocation wrote twice (`dedup` cannot precede
+    # `stats`: only `limit` may follow it).
+    "top-failure-fingerprints": (
+        "failed",
+        "stats count_distinct(key) as failures, min(@timestamp) as first_seen, max(@timestamp) as last_seen,"
+        " latest(task_id) as example_task_id by fingerprint, task, exc_type, exc_frame\n"
+        "| sort failures desc\n| limit 50",
+    ),
     "failures-by-task-and-exception": (
         "failed",
         "stats count(*) as failures by task, exc_type, queue | sort failures desc",
@@ -51,9 +61,11 @@ class TaskEventIngester(Construct):
     """Turns the workers' task-event lines into CloudWatch metrics and failed-task records.
 
     A subscription filter on the worker log group sends only event lines to the Lambda, which
-    aggregates them per batch into EMF metrics and writes every failure (with arguments and
-    traceback) to its own log group. An invocation that fails after Lambda's two retries lands in
-    the on-failure queue, which monitoring alarms on. Nothing here holds a task list in memory.
+    checks each line's MAC under `event_key` (current and previous values), aggregates the signed
+    ones per batch into EMF metrics (Queue dimension: `queues` only) and writes every failure (with
+    arguments, traceback and fingerprint) to its own log group. An invocation that fails after
+    Lambda's two retries lands in the on-failure queue, which monitoring alarms on. Nothing here
+    holds a task list in memory.
 
     Attributes:
         function: the ingest Lambda.
@@ -69,6 +81,8 @@ class TaskEventIngester(Construct):
         *,
         stage: str,
         worker_logs: logs.ILogGroup,
+        queues: list[str],
+        event_key: secretsmanager.ISecret,
         namespace: str,
         failed_tasks_retention_days: int,
         log_retention_days: int,
@@ -111,11 +125,15 @@ class TaskEventIngester(Construct):
             environment={
                 "METRIC_NAMESPACE": namespace,
                 "FAILED_TASKS_LOG_GROUP": self.failed_tasks.log_group_name,
+                # The only values of the Queue dimension: any other routing key folds into one.
+                "QUEUES": ",".join(queues),
+                "EVENT_KEY_SECRET_ARN": event_key.secret_arn,
                 "POWERTOOLS_SERVICE_NAME": "task-event-ingester",
                 "POWERTOOLS_METRICS_NAMESPACE": namespace,
             },
         )
         self.failed_tasks.grant_write(self.function)
+        event_key.grant_read(self.function)
 
         self.subscription = logs.SubscriptionFilter(
             self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -189,3 +190,182 @@ def test_encode_line_cuts_the_traceback_from_its_start() -> None:
     decoded = json.loads(line)
     assert decoded[te.F_TRACEBACK].endswith("ValueError: last line")
     assert decoded[te.F_TRACEBACK].startswith(te.TRUNCATED_MARK)
+
+
+KEY = b"emitter-test-key"
+
+
+def _allowed(event: str, *, required: bool = False) -> set[str]:
+    """The contract's fields a line of `event` may carry (`required`: must carry)."""
+    presences = {te.Presence.ALWAYS}
+    if event in te.FAILURE_EVENTS or event == te.EventType.RETRIED:
+        presences.add(te.Presence.EXCEPTION)
+    if event in te.FAILURE_EVENTS:
+        presences.add(te.Presence.FAILURE)
+    if not required:
+        presences |= set(te.Presence) - {te.Presence.EXCEPTION, te.Presence.FAILURE}
+    return {spec.key for spec in te.FIELDS if spec.presence in presences and not (required and spec.optional)}
+
+
+def test_each_line_carries_exactly_the_contracts_fields_for_its_outcome(app: Celery) -> None:
+    stream = io.StringIO()
+    events.install(app, stream=stream, key=KEY)
+
+    def flaky() -> None:
+        raise flaky_task.retry(exc=ConnectionError("down"), countdown=60)
+
+    def boom() -> None:
+        raise ValueError("boom")
+
+    app.task(name="t.ok")(one).apply()
+    app.task(name="t.boom")(boom).apply()
+    flaky_task = app.task(name="t.flaky", bind=False)(flaky)
+    flaky_task.apply()
+
+    lines = stream.getvalue().splitlines()
+    records = [json.loads(te.verify(line, [KEY]) or "null") for line in lines]
+    # Eager retries run at once, until Celery's default max_retries ends them in a failure.
+    assert {r[te.F_EVENT] for r in records} == {"succeeded", "failed", "retried"}
+    for record in records:
+        assert _allowed(record[te.F_EVENT], required=True) <= set(record) <= _allowed(record[te.F_EVENT])
+
+
+def test_build_record_refuses_a_field_the_contract_does_not_define() -> None:
+    values = {te.F_EVENT: "succeeded", te.F_TASK_ID: "i", te.F_TASK: "t", te.F_QUEUE: None, te.F_WORKER: None,
+              te.F_RETRIES: 0, te.F_TIMESTAMP: "2026-01-01T00:00:00.000+00:00", te.F_RUNTIME: 1.0,
+              te.F_QUEUE_WAIT: None}  # fmt: skip
+
+    assert set(events.build_record(values)) == _allowed("succeeded", required=True)
+    with pytest.raises(ValueError, match="not in the contract"):
+        events.build_record({**values, "replays": "abc"})
+    with pytest.raises(ValueError, match="'task' has no value"):
+        events.build_record({k: v for k, v in values.items() if k != te.F_TASK})
+
+
+def test_lines_are_signed_with_the_key_from_the_environment_which_is_then_removed(
+    app: Celery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events, "_INSTALLED_KEYS", [])
+    monkeypatch.setenv(te.EVENT_KEY_ENV, "stage-key\n")
+    stream = io.StringIO()
+    events.install(app, stream=stream)
+
+    app.task(name="t.ok")(one).apply()
+
+    assert te.EVENT_KEY_ENV not in os.environ
+    assert te.verify(stream.getvalue().rstrip("\n"), [b"stage-key"]) is not None
+
+
+def test_without_a_key_lines_are_unsigned_and_a_warning_says_so(
+    app: Celery, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(events, "_INSTALLED_KEYS", [])
+    monkeypatch.delenv(te.EVENT_KEY_ENV, raising=False)
+    stream = io.StringIO()
+    events.install(app, stream=stream)
+
+    app.task(name="t.ok")(one).apply()
+
+    (line,) = _lines(stream)
+    assert te.F_MAC not in line
+    assert "ForgedEvents" in capfd.readouterr().err
+
+
+def test_an_argument_the_hook_hides_is_cut_from_the_message_and_the_traceback(app: Celery) -> None:
+    stream = io.StringIO()
+
+    def redact(
+        name: str, args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> tuple[Sequence[Any], Mapping[str, Any]]:
+        return args, {k: "***" if k == "token" else v for k, v in kwargs.items()}
+
+    events.install(app, stream=stream, redact=redact)
+
+    def call(url: str, *, token: str) -> None:
+        try:
+            raise KeyError(f"no session for token={token}")
+        except KeyError as exc:
+            raise RuntimeError(f"call to {url} failed: Bearer {token}") from exc
+
+    app.task(name="t.call")(call).apply(args=("https://x",), kwargs={"token": "s3cr3t-t0ken"})
+
+    (line,) = _lines(stream)
+    assert "s3cr3t-t0ken" not in json.dumps(line)
+    assert line[te.F_EXC_MESSAGE] == f"call to https://x failed: Bearer {events.REDACTED}"
+    assert f"KeyError: 'no session for token={events.REDACTED}'" in line[te.F_TRACEBACK]
+    assert "direct cause of the following exception" in line[te.F_TRACEBACK]
+
+
+def test_a_failing_hook_hides_the_message_and_the_tracebacks_exception_lines(app: Celery) -> None:
+    stream = io.StringIO()
+
+    def redact(
+        name: str, args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> tuple[Sequence[Any], Mapping[str, Any]]:
+        raise KeyError("oops")
+
+    events.install(app, stream=stream, redact=redact)
+
+    def charge(card: str) -> None:
+        raise ValueError(f"card {card} declined")
+
+    app.task(name="t.charge")(charge).apply(args=("4111111111111111",))
+
+    (line,) = _lines(stream)
+    assert "4111111111111111" not in json.dumps(line)
+    assert line[te.F_EXC_MESSAGE] == events.REDACTION_FAILED
+    assert line[te.F_TRACEBACK].rstrip().endswith(f"ValueError: {events.REDACTION_FAILED}")
+    assert "in charge" in line[te.F_TRACEBACK]
+
+
+def test_the_failure_frame_is_the_innermost_frame_of_application_code(app: Celery) -> None:
+    stream = io.StringIO()
+    events.install(app, stream=stream)
+
+    def parse(text: str) -> int:
+        return int(text)  # the innermost frame is int(), in no file: this one is the app's
+
+    app.task(name="t.parse")(parse).apply(args=("x",))
+
+    (line,) = _lines(stream)
+    test = "test_the_failure_frame_is_the_innermost_frame_of_application_code"
+    assert line[te.F_EXC_FRAME] == f"tests/e2e/test_events_emitter.py:{test}.<locals>.parse"
+
+
+def test_text_json_cannot_carry_still_makes_a_valid_line(app: Celery) -> None:
+    stream = io.StringIO()
+    events.install(app, stream=stream, key=KEY)
+
+    def odd() -> None:
+        raise ValueError("lone \ud800 surrogate, NUL \x00, emoji 😀" + "é" * 3000)
+
+    app.task(name="t.odd")(odd).apply()
+
+    body = te.verify(stream.getvalue().rstrip("\n"), [KEY])
+    assert body is not None
+    assert body.isascii()
+    line = json.loads(body)
+    assert line[te.F_EXC_MESSAGE].startswith("lone ? surrogate, NUL \x00, emoji 😀")
+    assert len(json.dumps(line[te.F_EXC_MESSAGE])) - 2 <= te.MAX_EXC_MESSAGE_BYTES
+
+
+def test_a_retry_message_is_cleaned_of_what_the_hook_hides(app: Celery) -> None:
+    stream = io.StringIO()
+
+    def redact(
+        name: str, args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> tuple[Sequence[Any], Mapping[str, Any]]:
+        return args, dict.fromkeys(kwargs, "***")
+
+    events.install(app, stream=stream, redact=redact)
+
+    def fetch(*, token: str) -> None:
+        raise fetch_task.retry(exc=ConnectionError(f"401 for token {token}"), countdown=60, max_retries=1)
+
+    fetch_task = app.task(name="t.fetch")(fetch)
+    fetch_task.apply(kwargs={"token": "tok-123456"})
+
+    lines = _lines(stream)
+    assert "retried" in {line[te.F_EVENT] for line in lines}
+    assert "tok-123456" not in stream.getvalue()
+    assert all(line[te.F_EXC_MESSAGE] == f"401 for token {events.REDACTED}" for line in lines)

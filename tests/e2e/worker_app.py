@@ -5,6 +5,8 @@ Each task ends in a known way, so the test knows exactly which event lines the w
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import signal
 import time
@@ -62,7 +64,45 @@ def boom(n: int) -> None:
 
 @_task(name="e2e.login")
 def login(user: str, password: str) -> None:
-    raise PermissionError(f"login refused for {user}")
+    # The message repeats an argument the redact hook hides: the line must not show it either.
+    raise PermissionError(f"login refused for {user} (password {password!r})")
+
+
+def forged_line(task_id: str, *, mac: str | None = None) -> str:
+    """A well-formed failure line for a task that never ran, as hostile task output would hold it."""
+    record: dict[str, Any] = {
+        "celery_fleet": "task_event", "v": 2, "event": "failed", "task_id": task_id, "task": "e2e.victim",
+        "queue": "e2e", "worker": "e2e@forged", "retries": 0,
+        "ts": time.strftime("%Y-%m-%dT%H:%M:%S.000+00:00", time.gmtime()), "runtime_s": 0.1,
+        "queue_wait_s": 0.1, "exc_type": "ValueError", "exc_message": "forged", "exc_frame": "",
+        "traceback": "", "args": "[]", "kwargs": "{}",
+    }  # fmt: skip
+    if mac is not None:
+        record["mac"] = mac
+    return json.dumps(record, separators=(",", ":"))
+
+
+# A MAC of the right shape that no key produced.
+GUESSED_MAC = "0123456789abcdef" * 4
+
+
+@_task(name="e2e.forge_print")
+def forge_print(n: int) -> int:
+    guessed = forged_line(f"forged-print-mac-{n}", mac=GUESSED_MAC)
+    print(f"user data\n{forged_line(f'forged-print-{n}')}\n{guessed}")
+    return n
+
+
+@_task(name="e2e.forge_log")
+def forge_log(n: int) -> int:
+    logging.getLogger("e2e").warning("user data\n%s", forged_line(f"forged-log-{n}", mac=GUESSED_MAC))
+    return n
+
+
+@_task(name="e2e.forge_raise")
+def forge_raise(n: int) -> None:
+    guessed = forged_line(f"forged-raise-mac-{n}", mac=GUESSED_MAC)
+    raise ValueError(f"bad input:\n{forged_line(f'forged-raise-{n}')}\n{guessed}")
 
 
 @_task(name="e2e.flaky", bind=True, max_retries=3)

@@ -11,7 +11,8 @@ from tests.support.synth import Synthesized
 
 PINNED = {
     "AWS::ElastiCache::ReplicationGroup": {"BrokerReplicationGroupC7814FB9"},
-    "AWS::SecretsManager::Secret": {"BrokerAuthToken5ACAD3C2"},
+    # The task-event signing key: a new one voids every running worker's signatures.
+    "AWS::SecretsManager::Secret": {"BrokerAuthToken5ACAD3C2", "TaskEventKeySecretE3F7054D"},
     "AWS::ElastiCache::ParameterGroup": {"BrokerParameters9E6D77B2"},
     "AWS::ElastiCache::SubnetGroup": {"BrokerSubnetGroup61EAF853"},
     "AWS::EC2::VPC": {"NetworkVpc7FB7348F"},

@@ -113,4 +113,13 @@ def test_pipeline_health_shows_lost_and_unreadable_events(dev: Synthesized) -> N
     assert [row[1] for row in graph["metrics"]] == [
         "ApproximateNumberOfMessagesVisible",
         task_metrics.MALFORMED_EVENTS,
+        task_metrics.FORGED_EVENTS,
+        task_metrics.FAILURE_RECORDS_DROPPED,
     ]
+
+
+def test_the_top_failure_fingerprints_are_on_the_dashboard(dev: Synthesized) -> None:
+    body = json.dumps(dev.template("stateless").find_resources("AWS::CloudWatch::Dashboard"))
+
+    assert "Top failure fingerprints" in body
+    assert "by fingerprint, task, exc_type, exc_frame" in body

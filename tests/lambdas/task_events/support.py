@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any
 
@@ -29,6 +30,15 @@ REGION = "eu-west-1"
 TRACEBACK = 'Traceback (most recent call last):\n  File "app.py", line 1\nValueError: bad'
 # CloudWatch Logs refuses events older than 14 days, so payloads are stamped from the current minute.
 BASE_MS = int(time.time() // 60 * 60_000)
+# A line's own time is close to when it was logged (the Lambda refuses one a day away).
+TS = datetime.fromtimestamp(BASE_MS / 1000, UTC).isoformat(timespec="milliseconds")
+QUEUES = ("default", "io", "cpu", "e2e")
+# The stage's signing key as the secret holds it, and a previous one (a rotation under way).
+SECRET_VALUE = "k" * 32 + "current-test-key"
+PREVIOUS_SECRET_VALUE = "p" * 32 + "previous-test-key"
+KEY = te.key_from_secret(SECRET_VALUE)
+PREVIOUS_KEY = te.key_from_secret(PREVIOUS_SECRET_VALUE)
+SECRET_NAME = "celery-fleet/test/task-event-key"
 
 
 def subscription_event(
@@ -61,9 +71,16 @@ def raw_event(data: bytes) -> dict[str, Any]:
 
 
 def event_line(
-    event: str = "succeeded", *, task_id: str, task: str = "app.work", drop: Sequence[str] = (), **fields: Any
+    event: str = "succeeded",
+    *,
+    task_id: str,
+    task: str = "app.work",
+    drop: Sequence[str] = (),
+    key: bytes | None = KEY,
+    **fields: Any,
 ) -> str:
-    """A valid schema-v1 task-event line; `fields` override or add keys, `drop` removes keys."""
+    """A valid signed task-event line; `fields` override or add keys, `drop` removes keys, and the
+    result is signed with `key` (None: unsigned)."""
     record: dict[str, Any] = {
         te.MARKER_KEY: te.MARKER_VALUE,
         te.F_VERSION: te.SCHEMA_VERSION,
@@ -73,7 +90,7 @@ def event_line(
         te.F_QUEUE: "default",
         te.F_WORKER: "celery@worker-1",
         te.F_RETRIES: 0,
-        te.F_TIMESTAMP: "2026-01-01T00:00:00.000+00:00",
+        te.F_TIMESTAMP: TS,
         te.F_RUNTIME: 0.25,
         te.F_QUEUE_WAIT: 0.5,
     }
@@ -82,15 +99,21 @@ def event_line(
             {
                 te.F_EXC_TYPE: "ValueError",
                 te.F_EXC_MESSAGE: f"bad input for {task_id}",
+                te.F_EXC_FRAME: "app.py:work",
                 te.F_TRACEBACK: TRACEBACK,
                 te.F_ARGS: "(1, 2)",
                 te.F_KWARGS: "{'url': 'https://example.com'}",
             }
         )
     record.update(fields)
-    for key in drop:
-        record.pop(key, None)
-    return json.dumps(record)
+    for name in drop:
+        record.pop(name, None)
+    return sign(json.dumps(record, separators=(",", ":")), key)
+
+
+def sign(body: str, key: bytes | None = KEY) -> str:
+    """`body` (a JSON object) with its MAC, as the emitter signs a line."""
+    return body if key is None else te.sign(body.encode("ascii"), key).decode("ascii")
 
 
 def emf_documents(stdout: str) -> list[dict[str, Any]]:
@@ -137,12 +160,17 @@ def task_metrics(documents: Sequence[dict[str, Any]]) -> dict[tuple[str, str], T
 
 def malformed_counts(documents: Sequence[dict[str, Any]]) -> list[float]:
     """MalformedEvents values from the handler's own (dimensionless) documents."""
+    return pipeline_counts(documents, tm.MALFORMED_EVENTS)
+
+
+def pipeline_counts(documents: Sequence[dict[str, Any]], name: str) -> list[float]:
+    """Values of one dimensionless pipeline metric (ForgedEvents, ...) from the handler's documents."""
     found = []
     for document in documents:
-        if tm.MALFORMED_EVENTS in document:
+        if name in document:
             (directive,) = document["_aws"]["CloudWatchMetrics"]
             assert directive["Dimensions"] == [[]]
-            value = document[tm.MALFORMED_EVENTS]
+            value = document[name]
             found.extend(value if isinstance(value, list) else [value])
     return found
 
@@ -165,8 +193,14 @@ class FakeLambdaContext:
 
 
 @contextmanager
-def mocked_aws(monkeypatch: pytest.MonkeyPatch, *, create_failed_log_group: bool = True) -> Iterator[Any]:
-    """Fake credentials, the Lambda's environment, moto, and the failed-tasks log group in it."""
+def mocked_aws(
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    create_failed_log_group: bool = True,
+    previous_key: bool = False,
+) -> Iterator[Any]:
+    """Fake credentials, the Lambda's environment, moto, and in it the failed-tasks log group and
+    the signing-key secret (with a previous value when `previous_key`)."""
     for name, value in {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -174,6 +208,7 @@ def mocked_aws(monkeypatch: pytest.MonkeyPatch, *, create_failed_log_group: bool
         "AWS_DEFAULT_REGION": REGION,
         "METRIC_NAMESPACE": NAMESPACE,
         "FAILED_TASKS_LOG_GROUP": FAILED_TASKS_LOG_GROUP,
+        "QUEUES": ",".join(QUEUES),
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("POWERTOOLS_SERVICE_NAME", raising=False)
@@ -182,6 +217,13 @@ def mocked_aws(monkeypatch: pytest.MonkeyPatch, *, create_failed_log_group: bool
         logs = boto3.client("logs", region_name=REGION)
         if create_failed_log_group:
             logs.create_log_group(logGroupName=FAILED_TASKS_LOG_GROUP)
+        secrets = boto3.client("secretsmanager", region_name=REGION)
+        first = PREVIOUS_SECRET_VALUE if previous_key else SECRET_VALUE
+        arn = secrets.create_secret(Name=SECRET_NAME, SecretString=first)["ARN"]
+        if previous_key:
+            # Putting a new value moves AWSPREVIOUS to the old one, as a rotation does.
+            secrets.put_secret_value(SecretId=arn, SecretString=SECRET_VALUE)
+        monkeypatch.setenv("EVENT_KEY_SECRET_ARN", arn)
         yield logs
 
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from celery_fleet.contract import task_events as te
 from celery_fleet.contract import task_metrics as tm
 from task_events.models import Settings
 
 from tests.lambdas.task_events.support import (
+    BASE_MS,
     FAILED_TASKS_LOG_GROUP,
+    PREVIOUS_KEY,
+    TS,
     WORKER_LOG_GROUP,
     WORKER_LOG_STREAM,
     FakeLambdaContext,
@@ -21,6 +26,7 @@ from tests.lambdas.task_events.support import (
     load_handler,
     malformed_counts,
     mocked_aws,
+    pipeline_counts,
     subscription_event,
     task_metrics,
 )
@@ -52,13 +58,10 @@ def test_handler_sums_outcomes_per_task_and_queue_in_emf(
 
     assert set(metrics) == {("app.fetch", "io"), ("app.render", "cpu")}
     fetch, render = metrics["app.fetch", "io"], metrics["app.render", "cpu"]
-    assert dict(fetch.counts) == {
-        tm.SUCCEEDED: 2, tm.FAILED: 1, tm.RETRIED: 1, tm.REVOKED: 0,
-        tm.REJECTED: 0, tm.TIME_LIMIT_EXCEEDED: 0, tm.WORKER_LOST: 0,
-    }  # fmt: skip
+    zero = dict.fromkeys(tm.COUNT_BY_EVENT.values(), 0)
+    assert dict(fetch.counts) == {**zero, tm.SUCCEEDED: 2, tm.FAILED: 1, tm.RETRIED: 1}
     assert dict(render.counts) == {
-        tm.SUCCEEDED: 1, tm.FAILED: 0, tm.RETRIED: 0, tm.REVOKED: 1,
-        tm.REJECTED: 0, tm.TIME_LIMIT_EXCEEDED: 1, tm.WORKER_LOST: 1,
+        **zero, tm.SUCCEEDED: 1, tm.REVOKED: 1, tm.TIME_LIMIT_EXCEEDED: 1, tm.WORKER_LOST: 1,
     }  # fmt: skip
     assert sorted(fetch.values[tm.RUNTIME]) == [0.25, 0.25, 0.25, 1.5]
     assert sorted(fetch.values[tm.QUEUE_WAIT]) == [0.5, 0.5, 0.5, 3.0]
@@ -75,20 +78,26 @@ def test_handler_writes_each_failure_to_the_failed_tasks_log_group(
 
     assert set(records) == {"f1", "t1", "w1"}
     assert records["f1"] == {
-        "key": "f1:failed:2026-01-01T00:00:00.000+00:00",
+        "key": f"f1:failed:{TS}",
+        "fingerprint": te.fingerprint("app.fetch", "ValueError", "app.py:work"),
         "event": "failed",
         "task_id": "f1",
         "task": "app.fetch",
         "queue": "io",
         "worker": "celery@worker-1",
         "retries": 0,
-        "time": "2026-01-01T00:00:00.000+00:00",
+        "ts": TS,
         "runtime_s": 0.25,
+        "queue_wait_s": 0.5,
         "exc_type": "ValueError",
         "exc_message": "bad input for f1",
+        "exc_frame": "app.py:work",
         "traceback": 'Traceback (most recent call last):\n  File "app.py", line 1\nValueError: bad',
         "args": "(1, 2)",
         "kwargs": "{'url': 'https://example.com'}",
+        # Issue 9: no message was kept for this line, and it replays no task.
+        "kept_message": None,
+        "replay_of": None,
         "source": {"log_group": WORKER_LOG_GROUP, "log_stream": WORKER_LOG_STREAM},
     }
     assert records["t1"]["event"] == "time_limit_exceeded"
@@ -101,15 +110,16 @@ def test_handler_reports_malformed_lines_without_failing_the_batch(
     lines = [
         event_line(task_id="ok1"),
         "not json",
-        event_line(task_id="ok2", v=99),
+        event_line(task_id="ok2", v=1),
         event_line(task_id="ok3"),
     ]
 
     result = handler_module.handler(subscription_event(lines), FakeLambdaContext())
 
     documents = emf_documents(capsys.readouterr().out)
-    assert result["malformed"] == 2
-    assert malformed_counts(documents) == [2]
+    # "not json" carries no MAC: forged, not malformed.
+    assert (result["malformed"], result["forged"]) == (1, 1)
+    assert malformed_counts(documents) == [1]
     assert task_metrics(documents)["app.work", "default"].counts[tm.SUCCEEDED] == 2
 
 
@@ -155,13 +165,134 @@ def test_handler_does_not_call_the_logs_api_for_a_batch_without_failures(
     assert logs.describe_log_streams(logGroupName=FAILED_TASKS_LOG_GROUP)["logStreams"] == []
 
 
+def test_lines_without_a_valid_mac_are_forged_events_never_outcomes(
+    handler_module: ModuleType, logs: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = [
+        event_line("succeeded", task_id="real"),
+        event_line("failed", task_id="unsigned", key=None),
+        event_line("failed", task_id="other-key", key=b"guessed"),
+        event_line("failed", task_id="tampered").replace('"app.work"', '"app.victim"'),
+    ]
+
+    result = handler_module.handler(subscription_event(lines), FakeLambdaContext())
+
+    documents = emf_documents(capsys.readouterr().out)
+    assert (result["events"], result["forged"], result["malformed"]) == (1, 3, 0)
+    assert pipeline_counts(documents, tm.FORGED_EVENTS) == [3]
+    assert dict(task_metrics(documents)["app.work", "default"].counts)[tm.SUCCEEDED] == 1
+    assert failure_records(logs) == []
+
+
+def test_lines_signed_with_the_previous_key_still_count(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with mocked_aws(monkeypatch, previous_key=True):
+        handler_module = load_handler()
+        lines = [event_line(task_id="new"), event_line(task_id="old", key=PREVIOUS_KEY)]
+        result = handler_module.handler(subscription_event(lines), FakeLambdaContext())
+
+    assert (result["events"], result["forged"]) == (2, 0)
+
+
+def test_an_unconfigured_queue_is_folded_into_one_dimension_value(
+    handler_module: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = [event_line(task_id=f"q{i}", queue=f"made-up-{i}") for i in range(50)]
+
+    handler_module.handler(subscription_event(lines), FakeLambdaContext())
+
+    metrics = task_metrics(emf_documents(capsys.readouterr().out))
+    assert list(metrics) == [("app.work", tm.OTHER_QUEUE)]
+    assert metrics["app.work", tm.OTHER_QUEUE].counts[tm.SUCCEEDED] == 50
+
+
+def test_task_names_past_the_per_minute_cap_are_folded_and_counted(
+    handler_module: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    extra = 30
+    lines = [
+        event_line(task_id=f"n{i}", task=f"app.t{i}") for i in range(tm.MAX_TASK_NAMES_PER_MINUTE + extra)
+    ]
+
+    result = handler_module.handler(subscription_event(lines), FakeLambdaContext())
+
+    documents = emf_documents(capsys.readouterr().out)
+    names = {task for task, _ in task_metrics(documents)}
+    assert len(names) == tm.MAX_TASK_NAMES_PER_MINUTE + 1
+    assert task_metrics(documents)[tm.OTHER_TASK, "default"].counts[tm.SUCCEEDED] == extra
+    assert result["folded_task_names"] == extra
+    assert pipeline_counts(documents, tm.FOLDED_TASK_NAMES) == [extra]
+
+
+def test_a_task_name_from_a_message_never_becomes_a_dimension(
+    handler_module: ModuleType, logs: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = [event_line("unknown_task", task_id="u1", task="attacker.chosen.name")]
+
+    handler_module.handler(subscription_event(lines), FakeLambdaContext())
+
+    metrics = task_metrics(emf_documents(capsys.readouterr().out))
+    assert metrics[tm.UNKNOWN_TASK, "default"].counts[tm.UNKNOWN_TASKS] == 1
+    assert [r["task"] for r in failure_records(logs)] == ["attacker.chosen.name"]
+
+
+def test_dimension_values_are_printable_ascii(
+    handler_module: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    handler_module.handler(
+        subscription_event([event_line(task_id="a", task="app.\u00e9t\u00e9\n\x1b")]), FakeLambdaContext()
+    )
+
+    assert list(task_metrics(emf_documents(capsys.readouterr().out))) == [("app.?t???", "default")]
+
+
+def test_records_cloudwatch_logs_will_not_keep_are_dropped_and_counted(
+    handler_module: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    too_old = BASE_MS - 20 * 24 * 3600 * 1000
+    lines = [
+        event_line("failed", task_id="old", ts=_iso(too_old)),
+        event_line("failed", task_id="new"),
+    ]
+
+    result = handler_module.handler(
+        subscription_event(lines, timestamps_ms=[too_old, BASE_MS]), FakeLambdaContext()
+    )
+
+    assert (result["failure_records"], result["failure_records_dropped"]) == (2, 1)
+    assert pipeline_counts(emf_documents(capsys.readouterr().out), tm.FAILURE_RECORDS_DROPPED) == [1]
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
 def test_settings_name_every_missing_variable() -> None:
-    with pytest.raises(ValueError, match="METRIC_NAMESPACE, FAILED_TASKS_LOG_GROUP must be set"):
+    with pytest.raises(
+        ValueError, match="METRIC_NAMESPACE, FAILED_TASKS_LOG_GROUP, QUEUES, EVENT_KEY_SECRET_ARN must be set"
+    ):
         Settings.from_environ({})
 
 
 def test_settings_reject_an_invalid_log_group_name() -> None:
     with pytest.raises(ValueError, match=r"FAILED_TASKS_LOG_GROUP='failed tasks!'"):
         Settings.from_environ(
-            {"METRIC_NAMESPACE": "CeleryFleet/dev", "FAILED_TASKS_LOG_GROUP": "failed tasks!"}
+            {
+                "METRIC_NAMESPACE": "CeleryFleet/dev",
+                "FAILED_TASKS_LOG_GROUP": "failed tasks!",
+                "QUEUES": "default",
+                "EVENT_KEY_SECRET_ARN": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:k-AbCdEf",
+            }
         )
+
+
+def test_a_message_the_fast_json_parser_refuses_does_not_cost_the_batch(
+    handler_module: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A task printed text CloudWatch Logs encodes with a lone surrogate escape.
+    lines = [event_line(task_id="ok"), '{"celery_fleet": "task_event", "x": "\ud800"}']
+
+    result = handler_module.handler(subscription_event(lines), FakeLambdaContext())
+
+    assert (result["events"], result["forged"], result["malformed"]) == (1, 1, 0)
