@@ -1,0 +1,1 @@
+"""`celery-fleet`: the operator's command for a deployed celery-fleet stage (see `celery-fleet --help`)."""
