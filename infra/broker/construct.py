@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import RemovalPolicy
+from aws_cdk import RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_elasticache as elasticache
 from aws_cdk import aws_logs as logs
@@ -14,6 +14,11 @@ from infra.broker.sizing import BrokerSizing
 from infra.config import BrokerConfig
 from infra.logs import retention
 from infra.nag import acknowledge
+
+
+def slow_log_group_name(stack_name: str) -> str:
+    """The broker's slow-log group: under /aws/vendedlogs/, unique per stage by its stack's name."""
+    return f"/aws/vendedlogs/elasticache/{stack_name}/slow-log"
 
 
 class Broker(Construct):
@@ -99,6 +104,13 @@ class Broker(Construct):
         self.slow_log = logs.LogGroup(
             self,
             "SlowLog",
+            # A physical name, because AWS wants this prefix for vended logs: ElastiCache delivers
+            # through the account's CloudWatch Logs resource policy, limited to 5,120 characters;
+            # groups under /aws/vendedlogs/ share one wildcard grant instead of a statement each.
+            # CloudFormation replaces a log group whose name changes, so a stage deployed before this
+            # name loses its old slow-log entries once (the old group is deleted); the broker is only
+            # updated, without interruption, and the group's logical ID stays the same.
+            log_group_name=slow_log_group_name(Stack.of(self).stack_name),
             retention=retention(config.slow_log_retention_days),
             removal_policy=RemovalPolicy.DESTROY,
         )

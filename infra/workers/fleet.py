@@ -21,6 +21,18 @@ from infra.workers.service import WorkerService, acknowledge_task_definition
 
 _PLATFORM = {"arm64": ecr_assets.Platform.LINUX_ARM64, "x86_64": ecr_assets.Platform.LINUX_AMD64}
 
+# Beat keeps each periodic task's last run time in a file, by default `celerybeat-schedule` in the
+# working directory, which an image running as a non-root user rarely lets it write (the sample's
+# /app belongs to root). /tmp is writable by every user in every image. The file lives as long as
+# the task: a new beat starts from an empty schedule, so an interval task first runs one interval
+# after the start, and a crontab task at its next time.
+BEAT_SCHEDULE_PATH = "/tmp/celery-fleet-beat-schedule"
+
+
+def beat_command(app_module: str) -> list[str]:
+    """`celery beat` for the app, with its schedule file where any user can write."""
+    return ["celery", "-A", app_module, "beat", "--loglevel=INFO", f"--schedule={BEAT_SCHEDULE_PATH}"]
+
 
 class WorkerFleet(Construct):
     """Every worker group of the stage on one ECS cluster with Container Insights.
@@ -120,7 +132,7 @@ class WorkerFleet(Construct):
         task.add_container(
             "Beat",
             image=image,
-            command=["celery", "-A", config.image.app_module, "beat", "--loglevel=INFO"],
+            command=beat_command(config.image.app_module),
             environment={BROKER_HOST_ENV: broker.endpoint, BROKER_PORT_ENV: str(broker.port)},
             secrets={BROKER_AUTH_TOKEN_ENV: ecs.Secret.from_secrets_manager(broker.secret)},
             logging=ecs.LogDrivers.aws_logs(stream_prefix="beat", log_group=self.log_group),

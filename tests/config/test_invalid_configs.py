@@ -54,7 +54,8 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     (
         "stage name with capitals",
         {**_stage(), "name": "Prod"},
-        "name: 'Prod' is not allowed: string should match pattern '^[a-z][a-z0-9-]{1,19}$'",
+        "name: 'Prod' is not allowed: a stage name is 2 to 20 lowercase letters, digits and -, starting with "
+        "a letter (e.g. prod)",
     ),
     (
         "negative backlog",
@@ -64,8 +65,8 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     (
         "backlog as text",
         _stage(broker={"backlog_tasks": "a million"}),
-        "broker.backlog_tasks: 'a million' is not allowed: input should be a valid integer, "
-        "unable to parse string as an integer",
+        "broker.backlog_tasks: 'a million' is not allowed: expected a whole number (a TOML integer without "
+        "quotes, e.g. 100_000)",
     ),
     (
         "unknown engine",
@@ -134,8 +135,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     (
         "node type with a bad shape",
         _stage(broker={**BROKER, "node_type": "r7g.large"}),
-        "broker.node_type: 'r7g.large' is not allowed: string should match pattern "
-        "'^cache\\.[a-z0-9]+\\.[a-z0-9]+$'",
+        "broker.node_type: 'r7g.large' is not allowed: a node type like cache.r7g.large",
     ),
     (
         "headroom beyond range",
@@ -150,7 +150,8 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     (
         "CIDR too small",
         _stage(network={"cidr": "10.0.0.0/24"}),
-        "network.cidr: '10.0.0.0/24' has prefix /24; use /16 to /20 to fit the subnets",
+        "network.cidr: '10.0.0.0/24' has prefix /24; use /16 to /18: each AZ takes a /24 public and a /20 "
+        "private subnet, which 2 or 3 AZs fit only in a /18 or larger",
     ),
     (
         "CIDR not an address",
@@ -162,7 +163,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
         _stage(
             network={
                 "vpc_id": "vpc-0123456789abcdef0",
-                "private_subnet_ids": ["subnet-01", "subnet-02"],
+                "private_subnet_ids": ["subnet-0aaaaaaaaaaaaaaaa", "subnet-0bbbbbbbbbbbbbbbb"],
                 "availability_zones": ["eu-west-1a", "eu-west-1b"],
                 "nat_gateways": 2,
             }
@@ -172,8 +173,11 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ),
     (
         "existing VPC with one subnet",
-        _stage(network={"vpc_id": "vpc-0123456789abcdef0", "private_subnet_ids": ["subnet-01"]}),
-        "network: private_subnet_ids=['subnet-01']: an existing VPC needs at least 2 private subnets in "
+        _stage(
+            network={"vpc_id": "vpc-0123456789abcdef0", "private_subnet_ids": ["subnet-0aaaaaaaaaaaaaaaa"]}
+        ),
+        "network: private_subnet_ids=['subnet-0aaaaaaaaaaaaaaaa']: an existing VPC needs at least 2 private "
+        "subnets in "
         "different AZs (Multi-AZ broker, workers spread over AZs)",
     ),
     (
@@ -181,7 +185,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
         _stage(
             network={
                 "vpc_id": "vpc-0123456789abcdef0",
-                "private_subnet_ids": ["subnet-01", "subnet-02"],
+                "private_subnet_ids": ["subnet-0aaaaaaaaaaaaaaaa", "subnet-0bbbbbbbbbbbbbbbb"],
                 "availability_zones": ["eu-west-1a"],
             }
         ),
@@ -190,14 +194,22 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ),
     (
         "subnets without a VPC",
-        _stage(network={"private_subnet_ids": ["subnet-01", "subnet-02"]}),
-        "network: private_subnet_ids=['subnet-01', 'subnet-02'] needs vpc_id: subnets are only given for "
+        _stage(network={"private_subnet_ids": ["subnet-0aaaaaaaaaaaaaaaa", "subnet-0bbbbbbbbbbbbbbbb"]}),
+        "network: private_subnet_ids=['subnet-0aaaaaaaaaaaaaaaa', 'subnet-0bbbbbbbbbbbbbbbb'] needs vpc_id: "
+        "subnets are only given for "
         "an existing VPC",
     ),
     (
         "subnet ID of the wrong kind",
-        _stage(network={"vpc_id": "vpc-0123456789abcdef0", "private_subnet_ids": ["sg-01", "subnet-02"]}),
-        "network.private_subnet_ids: 'sg-01' is not a subnet ID; expected subnet-xxxxxxxx",
+        _stage(
+            network={
+                "vpc_id": "vpc-0123456789abcdef0",
+                "private_subnet_ids": ["sg-01", "subnet-0bbbbbbbbbbbbbbbb"],
+            }
+        ),
+        "network.private_subnet_ids: 'sg-01' is not a subnet ID: expected subnet- and 8 or 17 hexadecimal "
+        "digits, e.g. subnet-0123456789abcdef0 (the ID column of the VPC console's Subnets page, not the "
+        "name)",
     ),
     (
         "AZs without a region",
@@ -219,7 +231,8 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     (
         "account ID too short",
         _stage(aws={"account": "12345"}),
-        "aws.account: '12345' is not allowed: string should match pattern '^\\d{12}$'",
+        "aws.account: '12345' is not allowed: an AWS account ID is exactly 12 digits, in quotes "
+        '("123456789012")',
     ),
 ]
 

@@ -36,8 +36,9 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         {},
         "workers.groups.default.concurency: unknown key (value 4); allowed keys here: autoscale, "
         "backlog_per_task, concurrency, cpu, cpu_architecture, max_memory_per_child_mib, max_tasks, "
-        "max_tasks_per_child, memory_mib, min_tasks, oldest_task_slo_s, on_demand_base, pool, "
-        "prefetch_multiplier, queues, scale_in_quiet_minutes, soft_time_limit_s, spot_percent, time_limit_s",
+        "max_tasks_per_child, mean_task_runtime_s, memory_mib, min_tasks, oldest_task_slo_s, on_demand_base, "
+        "pool, prefetch_multiplier, queues, scale_in_quiet_minutes, soft_time_limit_s, spot_percent, "
+        "tasks_per_month, time_limit_s",
     ),
     (
         "cpu Fargate does not offer",
@@ -112,14 +113,15 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         "group name with capitals",
         {"Default": {"queues": ["a"]}},
         {},
-        "workers.groups: group name 'Default' must be lowercase letters, digits and -, 1-24 chars",
+        "workers.groups: group name 'Default' must be 1 to 24 lowercase letters, digits and -, starting with "
+        "a letter",
     ),
     (
         "queue name with a space",
         {"default": {"queues": ["my queue"]}},
         {},
-        "workers.groups.default.queues: 'my queue' is not a usable queue name; allowed: letters, digits, "
-        "_ . : -",
+        "workers.groups.default.queues: 'my queue' is not a usable queue name; allowed: 1 to 200 letters, "
+        "digits, _ . : -",
     ),
     (
         "image from ECR without a tag",
@@ -131,7 +133,7 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         "image directory without a Dockerfile",
         {"default": {"queues": ["a"]}},
         {"image": {"directory": "does-not-exist"}},
-        "workers.image: directory='does-not-exist' has no Dockerfile (looked from ",
+        "workers.image: directory='does-not-exist' has no 'Dockerfile' (looked from ",
     ),
     (
         "log retention not offered",

@@ -38,7 +38,8 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     (
         "one address instead of a list",
         {"notify_emails": "a@example.com"},
-        "monitoring.notify_emails: 'a@example.com' is not allowed: input should be a valid list",
+        "monitoring.notify_emails: 'a@example.com' is not allowed: expected a list in brackets, e.g. "
+        '["a", "b"]',
     ),
     (
         "address listed twice, differing in case",
@@ -117,7 +118,8 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
         "monitoring.notify_email: unknown key (value ['oncall@example.com']); allowed keys here: "
         "backlog_without_workers_minutes, broker_connections_percent, broker_cpu_percent, "
         "broker_memory_page_percent, broker_memory_warning_percent, broker_replication_lag_s, "
-        "failed_tasks_retention_days, failure_rate_min_tasks, failure_rate_percent, notify_emails, "
+        "failed_tasks_retention_days, failure_rate_min_tasks, failure_rate_percent, keep_failed_messages, "
+        "notify_emails, "
         "queue_metrics_missing_minutes, retry_surge_per_5min, slack, tasks_not_starting_minutes, "
         "worker_cpu_percent, worker_memory_percent",
     ),
