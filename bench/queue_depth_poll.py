@@ -1,9 +1,11 @@
-"""Cost of one queue-depth poll: Redis round trips and wall time, pipelined versus one command per key.
+"""Cost of one queue-depth poll: round trips, wall time and memory, broker-side scripts versus one
+command per key.
 
-The queue-depth publisher reads, for every queue, LLEN, LINDEX 0 and LINDEX -1 of the bare list and
-of each priority sibling, and HLEN and one HSCAN (COUNT MAX_UNACKED_READ) of `unacked` once. It sends
-all of them in one pipeline (one round trip); the naive way sends each command on its own. This
-benchmark measures both on the same broker:
+The queue-depth publisher runs, in one pipeline (one round trip), one script per queue that reads on
+the broker the depth and both ends' send stamps of the bare list and of each priority sibling, and one
+script that reads HLEN and the routing keys of `unacked` (queue_depth.scripts): only figures come
+back. The naive way sends each command on its own and reads whole messages. This benchmark measures
+both on the same broker:
 
 * starts a throwaway redis-server on loopback (tests.support.redis_server.RedisServer);
 * fills `--queues` queues (50) with real Celery messages (`apply_async`, stamped with a send time
@@ -14,8 +16,11 @@ benchmark measures both on the same broker:
   counting redis-py connection) and commands (`INFO commandstats` deltas), timing each poll;
 * also polls with only kombu's default steps (0, 3, 6, 9) to show what reading all ten possible
   sibling lists costs;
-* reports the bytes of `unacked` entries one poll reads and whether that read was whole (the per-queue
-  in-flight figures are published only then);
+* reports the bytes of `unacked` entries a naive poll reads and whether the publisher's read was
+  whole (the per-queue in-flight figures are published only then);
+* with `--heavy`, adds a 30 MB message at the head of a queue and 2,000 in-flight 100 KB messages and
+  prints each approach's peak Python memory for one poll (tracemalloc), the figures they read, and
+  the publisher's time per poll on that broker;
 * builds the PutMetricData requests of one poll and serializes them as boto3 would send them
   (botocore's serializer for the client's protocol, no network) to report the payload size.
 
@@ -29,6 +34,7 @@ import json
 import statistics
 import sys
 import time
+import tracemalloc
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -52,18 +58,23 @@ from queue_depth.logic import (  # noqa: E402
     UNACKED_KEY,
     QueueStats,
     batches,
-    in_flight_by_queue,
     metric_data,
     read_queue_stats,
-    sent_at,
     sibling_keys,
 )
 
+from tests.lambdas.queue_depth.hostile import QUEUES as HOSTILE_QUEUES  # noqa: E402
+from tests.lambdas.queue_depth.hostile import WRONG_QUEUE as HOSTILE_WRONG_QUEUE  # noqa: E402
+from tests.lambdas.queue_depth.hostile import fill as fill_hostile  # noqa: E402
+from tests.lambdas.queue_depth.hostile import hostile_app  # noqa: E402
 from tests.support.redis_server import RedisServer  # noqa: E402
 
 TASK_NAME = "bench.queue_depth.work"
 KOMBU_DEFAULT_STEPS = (0, 3, 6, 9)
 WARM_UP_POLLS = 5
+# Commands the client sends: the publisher's scripts; the naive reads.
+SCRIPT_COMMANDS = ("evalsha",)
+NAIVE_COMMANDS = ("llen", "lindex", "hlen", "hscan")
 
 
 class CountingConnection(redis.Connection):
@@ -76,8 +87,33 @@ class CountingConnection(redis.Connection):
         super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
 
 
+def sent_at(raw_message: bytes | str | None) -> float | None:
+    """The send stamp of a whole message read into Python, as the publisher once did."""
+    if raw_message is None:
+        return None
+    try:
+        message = json.loads(raw_message)
+    except (ValueError, RecursionError):
+        return None
+    headers = message.get("headers") if isinstance(message, dict) else None
+    stamp = headers.get(SENT_AT_HEADER) if isinstance(headers, dict) else None
+    return float(stamp) if isinstance(stamp, int | float) and not isinstance(stamp, bool) else None
+
+
+def in_flight_by_queue(queues: Sequence[str], entries: Any) -> dict[str, int]:
+    counts = dict.fromkeys(queues, 0)
+    for entry in entries:
+        try:
+            delivery = json.loads(entry)
+        except (ValueError, RecursionError):
+            continue
+        if isinstance(delivery, list) and len(delivery) == 3 and delivery[2] in counts:
+            counts[delivery[2]] += 1
+    return counts
+
+
 def naive_read(client: redis.Redis, queues: Sequence[str], now: float) -> QueueStats:
-    """The same reads as read_queue_stats, each command in its own round trip."""
+    """The same figures as read_queue_stats, each command in its own round trip, messages read whole."""
     waiting: dict[str, int] = {}
     ages: dict[str, float] = {}
     for queue in queues:
@@ -119,7 +155,11 @@ def commands_processed(client: redis.Redis) -> dict[str, int]:
 
 
 def measure(
-    approach: str, client: redis.Redis, polls: int, poll: Callable[[float], QueueStats]
+    approach: str,
+    client: redis.Redis,
+    polls: int,
+    poll: Callable[[float], QueueStats],
+    commands: Sequence[str],
 ) -> tuple[Figures, QueueStats]:
     for _ in range(WARM_UP_POLLS):
         poll(time.time())
@@ -135,8 +175,7 @@ def measure(
     after = commands_processed(client)
     assert stats is not None
     read_commands = sum(
-        after.get(f"cmdstat_{name}", 0) - before.get(f"cmdstat_{name}", 0)
-        for name in ("llen", "lindex", "hlen", "hscan")
+        after.get(f"cmdstat_{name}", 0) - before.get(f"cmdstat_{name}", 0) for name in commands
     )
     figures = Figures(
         approach=approach,
@@ -208,19 +247,25 @@ def run(queue_count: int, per_priority: int, in_flight: int, polls: int) -> dict
             unacked_bytes = sum(len(field) + len(value) for field, value in entries.items())
 
             pipelined, pipelined_stats = measure(
-                "pipeline, 10 sibling lists (publisher)",
+                "scripts, 10 sibling lists (publisher)",
                 client,
                 polls,
                 lambda now: read_queue_stats(client, queues, now),
+                SCRIPT_COMMANDS,
             )
             default_steps, _ = measure(
-                "pipeline, kombu default 4 lists",
+                "scripts, kombu default 4 lists",
                 client,
                 polls,
                 lambda now: read_queue_stats(client, queues, now, priority_steps=KOMBU_DEFAULT_STEPS),
+                SCRIPT_COMMANDS,
             )
             naive, naive_stats = measure(
-                "one command per key, 10 lists", client, polls, lambda now: naive_read(client, queues, now)
+                "one command per key, 10 lists",
+                client,
+                polls,
+                lambda now: naive_read(client, queues, now),
+                NAIVE_COMMANDS,
             )
         pool.disconnect()
         app.close()
@@ -252,6 +297,69 @@ def run(queue_count: int, per_priority: int, in_flight: int, polls: int) -> dict
     }
 
 
+def peak_python_bytes(poll: Callable[[], QueueStats]) -> tuple[QueueStats, int]:
+    tracemalloc.start()
+    try:
+        stats = poll()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return stats, peak
+
+
+def run_heavy(polls: int) -> dict[str, Any]:
+    """The hostile broker of the publisher's tests: peak memory and time per poll, both approaches."""
+    queues = list(HOSTILE_QUEUES)
+    with RedisServer() as server:
+        app = hostile_app(server.url)
+        client = server.client()
+        with app.connection_for_read() as consumer:
+            hostile = fill_hostile(app, client, consumer.default_channel, now=time.time())
+            read_queue_stats(client, queues, time.time())
+            stats, publisher_peak = peak_python_bytes(lambda: read_queue_stats(client, queues, time.time()))
+            durations = []
+            for _ in range(polls):
+                start = time.perf_counter()
+                read_queue_stats(client, queues, time.time())
+                durations.append(time.perf_counter() - start)
+            # The naive read fails on the wrongly typed key (WRONGTYPE): measured without that queue.
+            naive_queues = [queue for queue in queues if queue != HOSTILE_WRONG_QUEUE]
+            naive_stats, naive_peak = peak_python_bytes(lambda: naive_read(client, naive_queues, time.time()))
+        app.close()
+    return {
+        "big_message_bytes": hostile.big_message_bytes,
+        "in_flight_messages": hostile.in_flight,
+        "in_flight_entry_bytes": hostile.in_flight_entry_bytes,
+        "publisher_peak_python_bytes": publisher_peak,
+        "naive_peak_python_bytes": naive_peak,
+        "naive_over_publisher_peak": naive_peak / max(1, publisher_peak),
+        "publisher_median_ms": statistics.median(durations) * 1000,
+        "publisher_waiting": dict(stats.waiting),
+        "naive_waiting": dict(naive_stats.waiting),
+        "publisher_in_flight_by_queue_published": stats.in_flight_by_queue is not None,
+        "publisher_problems": [problem.describe() for problem in stats.problems],
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def print_heavy(report: dict[str, Any]) -> None:
+    mib = 1024 * 1024
+    print(
+        f"hostile broker: one {report['big_message_bytes'] / mib:.1f} MiB message, "
+        f"{report['in_flight_messages']} in flight of {report['in_flight_entry_bytes'] / 1024:.0f} KiB, "
+        "a message nested 100,000 deep, a key of the wrong type"
+    )
+    print(
+        f"peak Python memory of one poll: publisher {report['publisher_peak_python_bytes'] / 1024:.0f} KiB, "
+        f"naive {report['naive_peak_python_bytes'] / mib:.0f} MiB "
+        f"({report['naive_over_publisher_peak']:.0f}x)"
+    )
+    print(f"publisher time per poll on this broker: median {report['publisher_median_ms']:.1f} ms")
+    print(
+        f"publisher figures: waiting {report['publisher_waiting']}; problems {report['publisher_problems']}"
+    )
+
+
 def print_table(report: dict[str, Any]) -> None:
     print(
         f"{report['queues']} queues x {report['lists_per_queue_read']} lists read, "
@@ -259,7 +367,7 @@ def print_table(report: dict[str, Any]) -> None:
         f"(published with apply_async in {report['publish_s']} s); {report['polls']} polls per approach"
     )
     print(
-        f"unacked entries read per poll: {report['unacked_bytes_read_per_poll']} bytes; per-queue in "
+        f"unacked entries a naive poll reads: {report['unacked_bytes_read_per_poll']} bytes; per-queue in "
         f"flight published: {report['in_flight_by_queue_published']} (reads up to {MAX_UNACKED_READ} entries)"
     )
     header = (
@@ -289,14 +397,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--in-flight", type=int, default=25, help="messages held unacked by a consumer")
     parser.add_argument("--polls", type=int, default=200, help="timed polls per approach")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument(
+        "--heavy",
+        action="store_true",
+        help="also poll a hostile broker (30 MB message, 2,000 x 100 KB in flight)",
+    )
     args = parser.parse_args(argv)
     if args.in_flight > 4 * args.per_priority * args.queues:
         parser.error("--in-flight cannot exceed the messages published (4 x --per-priority x --queues)")
     report = run(args.queues, args.per_priority, args.in_flight, args.polls)
+    if args.heavy:
+        report["heavy"] = run_heavy(min(args.polls, 20))
     if args.json:
         print(json.dumps(report, indent=2))
     else:
         print_table(report)
+        if args.heavy:
+            print_heavy(report["heavy"])
     return 0
 
 

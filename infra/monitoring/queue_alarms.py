@@ -88,8 +88,8 @@ class QueueAlarms(Construct):
                     ),
                     threshold=0,
                     comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                    # Scaling from zero starts a worker within 2-4 minutes; this many minutes
-                    # without one means it did not work.
+                    # Scaling from zero has a worker consuming within 3 minutes (tools.scaling_response);
+                    # this many minutes without one means it did not work.
                     evaluation_periods=minutes,
                     # No queue data is the publisher's alarm, not this one.
                     missing=cloudwatch.TreatMissingData.NOT_BREACHING,

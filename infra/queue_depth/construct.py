@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aws_cdk import ArnFormat, Duration, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
@@ -14,16 +20,33 @@ from constructs import Construct
 from infra.broker import Broker
 from infra.functions import ARCHITECTURE, RUNTIME, function_log_group, powertools_layer
 from infra.lambda_code import lambda_package
-from infra.nag import acknowledge
+from infra.nag import acknowledge, arn_in_finding
 from infra.queue_depth.metrics import QueueMetrics
+
+
+@dataclass(frozen=True)
+class WakeTarget:
+    """A worker group the publisher may start from zero (see lambdas/queue_depth/wake.py)."""
+
+    name: str
+    queues: Sequence[str]
+    service: ecs.FargateService
+    min_tasks: int
+    max_tasks: int
+    # (lower, upper or None, workers) by tasks waiting: the FromZero step policy's own steps.
+    steps: Sequence[tuple[float, float | None, int]]
+    idle_alarm: cloudwatch.IAlarm
 
 
 class QueueDepthPublisher(Construct):
     """Polls the broker every minute (or every 10 s within each minute) and publishes queue metrics.
 
     Queue names come from config, never from worker discovery, so a queue nobody consumes yet (a
-    group scaled to zero) is still measured and can start its workers. One invocation at a time:
-    a slow broker delays the next poll instead of stacking connections on it.
+    group scaled to zero) is still measured and can start its workers. One invocation at a time,
+    without reserved concurrency: each holds a lease on the broker while it polls, and one that
+    finds it held ends at once, so a duplicated schedule event never doubles a data point.
+    With `start_workers_from_zero`, each poll also starts the first workers of a group whose tasks
+    wait while it has none, without waiting on CloudWatch.
 
     Attributes:
         function: the Lambda; its Errors metric is the "publisher failing" signal.
@@ -59,7 +82,6 @@ class QueueDepthPublisher(Construct):
             memory_size=256,
             # High resolution polls six times within one invocation; it must end before the next one.
             timeout=Duration.seconds(58 if high_resolution else 30),
-            reserved_concurrent_executions=1,
             # A missed poll is replaced by the next one a minute later; a retry would only publish late.
             retry_attempts=0,
             vpc=vpc,
@@ -113,4 +135,78 @@ class QueueDepthPublisher(Construct):
             "AwsSolutions-IAM5[Resource::*]",
             "cloudwatch:PutMetricData supports no resource ARN; the statement is limited to this stage's "
             "namespace by the cloudwatch:namespace condition.",
+        )
+
+    def start_workers_from_zero(self, groups: Sequence[WakeTarget]) -> None:
+        """Let each poll start `groups`' first workers: it raises a group's scaling minimum while its
+        tasks wait and no worker runs, and sets it back once workers run (lambdas/queue_depth/wake.py).
+
+        Grants exactly that: reading the scalable targets, the services' counts and the idle alarms,
+        and RegisterScalableTarget, which the code only calls with a minimum between min_tasks and
+        max_tasks.
+        """
+        if not groups:
+            return
+        self.function.add_environment(
+            "WORKER_GROUPS",
+            json.dumps(
+                [
+                    {
+                        "name": group.name,
+                        "queues": list(group.queues),
+                        "cluster": group.service.cluster.cluster_name,
+                        "service": group.service.service_name,
+                        "min_tasks": group.min_tasks,
+                        "max_tasks": group.max_tasks,
+                        "steps": [list(step) for step in group.steps],
+                        "idle_alarm": group.idle_alarm.alarm_name,
+                    }
+                    for group in groups
+                ],
+                separators=(",", ":"),
+            ),
+        )
+        stack = Stack.of(self)
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                # RegisterScalableTarget acts on the service through ECS on the caller's behalf.
+                actions=["ecs:DescribeServices", "ecs:UpdateService"],
+                resources=[group.service.service_arn for group in groups],
+            )
+        )
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["application-autoscaling:RegisterScalableTarget"],
+                resources=[
+                    stack.format_arn(
+                        service="application-autoscaling",
+                        resource="scalable-target",
+                        resource_name="*",
+                        arn_format=ArnFormat.SLASH_RESOURCE_NAME,
+                    )
+                ],
+            )
+        )
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                # DescribeScalableTargets supports no resource ARN.
+                actions=["application-autoscaling:DescribeScalableTargets"],
+                resources=["*"],
+            )
+        )
+        self.function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["cloudwatch:DescribeAlarms"],
+                resources=[group.idle_alarm.alarm_arn for group in groups],
+            )
+        )
+        role = self.function.role
+        assert role is not None
+        targets = arn_in_finding(self, "application-autoscaling", "scalable-target/*")
+        acknowledge(
+            role,
+            f"AwsSolutions-IAM5[Resource::{targets}]",
+            "A scalable target's ARN carries an ID Application Auto Scaling generates (CloudFormation "
+            "returns none), so the grant names this account and region's scalable targets; the code "
+            "only sets the minimum of the worker groups in WORKER_GROUPS, within min_tasks and max_tasks.",
         )

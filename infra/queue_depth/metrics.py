@@ -31,6 +31,14 @@ class QueueMetrics:
         """Tasks delivered and not yet acknowledged: of `queue`, or broker-wide when None."""
         return self._metric(queue_metrics.IN_FLIGHT_TASKS, queue)
 
+    def group_waiting(self, group: str) -> cloudwatch.Metric:
+        """Tasks waiting in all of a worker group's queues (the publisher's per-group sum)."""
+        return self._metric(queue_metrics.WAITING_TASKS, group, dimension=queue_metrics.GROUP_DIMENSION)
+
+    def group_in_flight(self, group: str) -> cloudwatch.Metric:
+        """Tasks in flight from all of a worker group's queues (the publisher's per-group sum)."""
+        return self._metric(queue_metrics.IN_FLIGHT_TASKS, group, dimension=queue_metrics.GROUP_DIMENSION)
+
     def waiting_while_no_worker(
         self, queues: list[str], running: cloudwatch.IMetric, *, label: str
     ) -> cloudwatch.MathExpression:
@@ -46,11 +54,18 @@ class QueueMetrics:
             period=MINUTE,
         )
 
-    def _metric(self, name: str, queue: str | None, *, statistic: str = "Maximum") -> cloudwatch.Metric:
+    def _metric(
+        self,
+        name: str,
+        queue: str | None,
+        *,
+        statistic: str = "Maximum",
+        dimension: str = queue_metrics.QUEUE_DIMENSION,
+    ) -> cloudwatch.Metric:
         return cloudwatch.Metric(
             namespace=self.namespace,
             metric_name=name,
-            dimensions_map={queue_metrics.QUEUE_DIMENSION: queue} if queue is not None else None,
+            dimensions_map={dimension: queue} if queue is not None else None,
             statistic=statistic,
             period=MINUTE,
         )

@@ -1,24 +1,28 @@
-"""Scaling a worker service on its queues' backlog: out from zero, proportional, in only when idle.
+"""Scaling a worker service on its queues' backlog: out from zero, proportional both ways, idle to min.
 
-Three pieces, each acting on one signal from the queue-depth publisher:
+Four pieces, each acting on signals from the queue-depth publisher:
 
-1. From zero. An alarm on "tasks waiting while no worker task runs" (1 datapoint of 1 minute) sets
-   the service to 1, 2 or 4 workers by backlog (exact capacity: re-firing never adds more). Target
-   tracking alone cannot do this: backlog per running task has no value while none runs.
-2. Proportional. Target tracking on backlog per running task (waiting tasks of the group's queues
-   divided by RunningTaskCount, metric math through the L1 policy since the L2 accepts no math)
-   keeps about `backlog_per_task` waiting tasks per worker task. It only scales out: shrinking
-   while work remains would stop busy workers for nothing.
-3. In when idle. An alarm on the group's own queues, waiting plus in flight (per-queue counts from
-   the publisher), at 0 for `scale_in_quiet_minutes` consecutive minutes sets the service to
-   `min_tasks`. Stopped workers would requeue anything still running (soft shutdown, celery_fleet),
-   but with nothing in flight there is nothing to requeue.
+1. From zero. The publisher itself raises the group's minimum when tasks wait and no worker runs
+   (lambdas/queue_depth/wake.py): within one poll of the first task, 10 s or 60 s. The fallback, if
+   that fails: an alarm on "tasks waiting while no worker task runs" (1 datapoint of 1 minute; it
+   reads Container Insights' per-minute RunningTaskCount, so it keeps 60 s periods even with
+   high-resolution queue metrics) sets the service to 1, 2 or 4 workers by backlog (exact capacity:
+   re-firing never adds more). Target tracking alone cannot do this: backlog per running task has
+   no value while none runs.
+2. Out, proportional. Target tracking on backlog per running task (waiting tasks of the group's
+   queues divided by RunningTaskCount, metric math through the L1 policy since the L2 accepts no
+   math) keeps about `backlog_per_task` waiting tasks per worker task. It only scales out.
+3. In, proportional. The workers needed are CEIL(waiting / backlog_per_task + in flight / pool
+   processes per worker); an alarm on running minus needed >= 1 for SURPLUS_MINUTES removes about
+   the surplus (never more: each step removes the lower bound of its range), again every
+   SURPLUS_COOLDOWN_S while a surplus remains. Workers hold ECS task scale-in protection while they
+   have tasks (celery_fleet.protection), so ECS stops idle workers only.
+4. Idle to min_tasks. An alarm on the group's own queues, waiting plus in flight, at 0 for
+   `scale_in_quiet_minutes` consecutive minutes sets the service to `min_tasks`, a backstop of 3.
 
-Missing data never scales: a publisher that cannot reach the broker leaves the fleet as it is.
-Response: the publisher polls each minute, the metric lands within about a minute, the from-zero
-alarm fires on its first breaching datapoint, and Fargate starts a task in 30-90 s: the first worker
-consumes about 2-4 minutes after the first task is queued (about a minute less with high-resolution
-metrics).
+Missing data never scales: a publisher that cannot reach the broker, or a poll that could not
+attribute in-flight tasks to queues, leaves the fleet as it is. `python -m tools.scaling_response`
+prints each group's response times from the synthesized template.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from aws_cdk import aws_ecs as ecs
 from constructs import Construct
 
 from infra.config.workers import WorkerGroupConfig
+from infra.queue_depth.construct import WakeTarget
 from infra.queue_depth.metrics import MINUTE, QueueMetrics
 
 
@@ -130,7 +135,7 @@ class BacklogScaling(Construct):
             ),
         )
 
-        # 3. In when idle: the group's own queues, waiting and in flight.
+        # 4. Idle to min_tasks: the group's own queues, waiting and in flight.
         in_flight = {f"f{i}": queue_metrics.in_flight(queue) for i, queue in enumerate(config.queues)}
         quiet = config.scale_in_quiet_minutes
         self.idle_alarm = cloudwatch.Alarm(
@@ -165,6 +170,85 @@ class BacklogScaling(Construct):
         )
         scale_in.add_adjustment(adjustment=config.min_tasks, upper_bound=0)
         self.idle_alarm.add_alarm_action(cw_actions.ApplicationScalingAction(scale_in))
+
+        # 3. In, proportional: about the surplus of running over needed workers, never below needed.
+        # The group's sums, one metric each: per-queue metrics would pass an alarm's 10 for 5 queues.
+        group_figures = {
+            "w": queue_metrics.group_waiting(group_name),
+            "f": queue_metrics.group_in_flight(group_name),
+            "running": running_tasks,
+        }
+        needed = f"CEIL(w / {config.backlog_per_task} + f / {config.processes})"
+        if config.min_tasks > 0:
+            # At min_tasks there is nothing to remove: no surplus, so the alarm rests in OK.
+            needed = f"IF({needed} < {config.min_tasks}, {config.min_tasks}, {needed})"
+        self.surplus_alarm = cloudwatch.Alarm(
+            self,
+            "SurplusAlarm",
+            alarm_description=(
+                f"Scaling signal, not a page: worker group {group_name!r} has run more workers than its "
+                f"queues need for {SURPLUS_MINUTES} minutes (needed: waiting / {config.backlog_per_task} "
+                f"+ in flight / {config.processes} processes). Stops about the surplus; busy workers "
+                "are protected. Runbook: docs/runbooks.md#scaling-in-when-idle"
+            ),
+            metric=cloudwatch.MathExpression(
+                expression=f"FILL(running, 0) - {needed}",
+                using_metrics=group_figures,
+                label="Workers running beyond what the queues need",
+                period=MINUTE,
+            ),
+            threshold=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            evaluation_periods=SURPLUS_MINUTES,
+            datapoints_to_alarm=SURPLUS_MINUTES,
+            # No in-flight figures (more unacked than a poll reads) is no evidence of a surplus.
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        )
+        surplus_in = appscaling.StepScalingAction(
+            self,
+            "InBySurplus",
+            scaling_target=self.target,
+            adjustment_type=appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
+            # Long enough for the stopped workers to leave RunningTaskCount before the next step.
+            cooldown=Duration.seconds(SURPLUS_COOLDOWN_S),
+            metric_aggregation_type=appscaling.MetricAggregationType.MAXIMUM,
+        )
+        for lower, upper, change in surplus_steps(config.max_tasks):
+            surplus_in.add_adjustment(adjustment=change, lower_bound=lower, upper_bound=upper)
+        self.surplus_alarm.add_alarm_action(cw_actions.ApplicationScalingAction(surplus_in))
+
+        # What the queue-depth publisher needs to start this group from zero itself (the FromZero
+        # alarm above stays as the fallback): the same steps, bounded the same way.
+        self.wake_target = WakeTarget(
+            name=group_name,
+            queues=list(config.queues),
+            service=service,
+            min_tasks=config.min_tasks,
+            max_tasks=config.max_tasks,
+            steps=_from_zero_steps(config),
+            idle_alarm=self.idle_alarm,
+        )
+
+
+# Minutes of surplus before workers are stopped, and seconds between two steps: a burst's gaps do
+# not stop workers, and a trickle after a burst gets to its size in three or four steps.
+SURPLUS_MINUTES = 5
+SURPLUS_COOLDOWN_S = 180
+# Workers removed per step, by surplus: each step removes the lower bound of its range, at least
+# two thirds of the surplus, never all of it unless the surplus is exactly that.
+_SURPLUS_LADDER = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768)
+
+
+def surplus_steps(max_tasks: int) -> list[tuple[float, float | None, int]]:
+    """(lower, upper, change) above the surplus alarm's threshold of 1: a surplus in
+    [ladder[i], ladder[i+1]) removes ladder[i] workers (Application Auto Scaling's steps are offsets
+    from the threshold, lower bound included)."""
+    ladder = [size for size in _SURPLUS_LADDER if size <= max(1, max_tasks)]
+    steps: list[tuple[float, float | None, int]] = []
+    for index, size in enumerate(ladder):
+        upper = ladder[index + 1] - 1 if index + 1 < len(ladder) else None
+        steps.append((size - 1, upper, -size))
+    return steps
 
 
 # Most workers started at once from zero: enough to absorb a burst while target tracking, which needs

@@ -17,22 +17,35 @@ Environment (validated at cold start; a bad value fails the init with a message 
                              point. The last poll comes at most 60 - POLL_INTERVAL_S seconds after
                              the start: the function's timeout must exceed that + FINISH_MARGIN_S
                              (the stack's 58 s does for 10).
+    WORKER_GROUPS            optional: JSON list of the worker groups the publisher may start from
+                             zero (queue_depth.wake.WakeGroup); the stack writes it.
 
-Each poll reads every queue in one Redis round trip and publishes in one PutMetricData call (more
-only past 1000 items, 333 queues): WaitingTasks, OldestWaitingTaskAge and InFlightTasks per queue,
-and InFlightTasks once more without a dimension, broker-wide.
+Each poll reads every queue in one Redis round trip (broker-side scripts that return figures, never
+messages: queue_depth.scripts) and publishes in one PutMetricData call (more only past 1000 items):
+WaitingTasks, OldestWaitingTaskAge and InFlightTasks per queue, InFlightTasks once more without a
+dimension, broker-wide, and WaitingTasks and InFlightTasks per worker group of WORKER_GROUPS.
 
-A broker that cannot be read: the poll publishes nothing (the metrics go missing rather than drop to
-zero), the error is logged, the remaining polls of the invocation still run, and the invocation then
-fails with BrokerUnavailableError so that Lambda's Errors metric shows it. An EventBridge invocation
-is asynchronous: give the function no retries (retry_attempts=0), since the next scheduled run polls
-again anyway and a retry would overlap it.
+A broker that cannot be read, or answers too slowly to finish within the poll's slot: the poll
+publishes nothing (the metrics go missing rather than drop to zero), the error is logged, the
+remaining polls of the invocation still run, and the invocation then fails with
+BrokerUnavailableError so that Lambda's Errors metric shows it. A key of the wrong type (a queue's
+list that is a string, `unacked` that is not a hash): the poll publishes everything else, logs the
+key and what it holds, and the invocation fails with BrokerDataError after its last poll.
+
+With WORKER_GROUPS (JSON, written by the stack), each poll also starts the workers of a group whose
+queues have tasks waiting while it has none (wake.py): logged, never failing the poll.
+
+One invocation polls at a time: each takes a lease on the broker (logic.acquire_lease) for its own
+run time, and one that finds the lease held ends at once, publishing nothing. An EventBridge
+invocation is asynchronous: give the function no retries (retry_attempts=0), since the next
+scheduled run polls again anyway.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import boto3
@@ -44,11 +57,15 @@ from botocore.config import Config
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from .logic import InvocationReport, run_polls
+from .deadline import CONNECTION_CLASSES, Deadline
+from .logic import InvocationReport, KeyProblem, QueueStats, acquire_lease, release_lease, run_polls
 from .settings import Settings, SettingsError, load_settings
+from .wake import wake
 
-# A broker that does not answer costs a poll at most (1 + BROKER_RETRIES) x BROKER_TIMEOUT_S plus
-# about a second of back-off: redis-py's default (10 retries) would take half a minute.
+# Each socket operation waits at most BROKER_TIMEOUT_S, or less when the poll interval is short, so
+# that a broker that does not answer fails the poll within half its slot, retries included
+# (redis-py's default of 10 retries would take half a minute). A broker that answers slowly is cut
+# at the end of the slot by the poll deadline (deadline.py).
 BROKER_TIMEOUT_S = 2.0
 BROKER_RETRIES = 2
 # Seconds kept free before the function's timeout for the last poll and its PutMetricData call (tens
@@ -60,69 +77,143 @@ AUTH_TOKEN_MAX_AGE_S = 300
 
 logger = Logger(service="queue-depth-publisher")
 settings: Settings = load_settings(os.environ)
-cloudwatch = boto3.client(
-    "cloudwatch",
-    config=Config(connect_timeout=5, read_timeout=10, retries={"mode": "standard", "max_attempts": 3}),
-)
+_AWS_CONFIG = Config(connect_timeout=5, read_timeout=10, retries={"mode": "standard", "max_attempts": 3})
+cloudwatch = boto3.client("cloudwatch", config=_AWS_CONFIG)
+# Starting workers from zero must not outlast a poll's slot: one quick attempt, the next poll retries.
+_WAKE_CONFIG = Config(connect_timeout=2, read_timeout=3, retries={"mode": "standard", "max_attempts": 2})
+autoscaling = boto3.client("application-autoscaling", config=_WAKE_CONFIG)
+ecs = boto3.client("ecs", config=_WAKE_CONFIG)
 
 
 class BrokerUnavailableError(RuntimeError):
     """At least one poll of this invocation could not read the broker and published nothing."""
 
 
-def broker_client() -> redis.Redis:
-    """A Redis client for this invocation, not yet connected."""
-    timeouts: dict[str, Any] = {
-        "socket_connect_timeout": BROKER_TIMEOUT_S,
-        "socket_timeout": BROKER_TIMEOUT_S,
+class BrokerDataError(RuntimeError):
+    """Keys of the wrong type left some figures out of this invocation's polls (the rest published)."""
+
+
+def broker_timeout_s(interval_s: int) -> float:
+    """The socket timeout for polls `interval_s` apart: every attempt of a poll fits in half its slot."""
+    return min(BROKER_TIMEOUT_S, interval_s / (2 * (1 + BROKER_RETRIES)))
+
+
+def broker_client(deadline: Deadline) -> redis.Redis:
+    """A Redis client for this invocation, not yet connected, whose I/O ends by `deadline`."""
+    timeout = broker_timeout_s(settings.poll_interval_s)
+    options: dict[str, Any] = {
+        "socket_connect_timeout": timeout,
+        "socket_timeout": timeout,
         "retry": Retry(ExponentialWithJitterBackoff(base=0.1, cap=1.0), retries=BROKER_RETRIES),
+        "deadline": deadline,
     }
     if settings.broker_url is not None:
-        return redis.Redis.from_url(settings.broker_url, **timeouts)
+        scheme = settings.broker_url.split(":", 1)[0]
+        pool = redis.ConnectionPool.from_url(
+            settings.broker_url, connection_class=CONNECTION_CLASSES[scheme], **options
+        )
+        return redis.Redis(connection_pool=pool)
     host, port, secret_arn = settings.broker_host, settings.broker_port, settings.broker_auth_secret_arn
     if host is None or port is None or secret_arn is None:
         raise SettingsError("set BROKER_URL, or BROKER_HOST, BROKER_PORT and BROKER_AUTH_SECRET_ARN")
     token = parameters.get_secret(secret_arn, max_age=AUTH_TOKEN_MAX_AGE_S)
-    return redis.Redis(
+    pool = redis.ConnectionPool(
+        connection_class=CONNECTION_CLASSES["rediss"],
         host=host,
         port=port,
         password=token,
-        ssl=True,
         ssl_cert_reqs="required",
         ssl_check_hostname=True,
-        **timeouts,
+        **options,
     )
+    return redis.Redis(connection_pool=pool)
 
 
 def _log_broker_error(polled_at: float, error: redis.RedisError) -> None:
     logger.error(
-        "Broker unreachable: this poll published nothing",
+        "Broker unreachable or too slow: this poll published nothing",
         extra={"polled_at": polled_at, "queues": list(settings.queues)},
         exc_info=error,
+    )
+
+
+def _wake(stats: QueueStats) -> None:
+    if not settings.worker_groups:
+        return
+    report = wake(
+        settings.worker_groups,
+        stats.waiting,
+        stats.in_flight_by_queue,
+        autoscaling=autoscaling,
+        ecs=ecs,
+        cloudwatch=cloudwatch,
+    )
+    for group, minimum, reason in report.requests:
+        logger.info(
+            "Worker group minimum set", extra={"group": group, "min_capacity": minimum, "reason": reason}
+        )
+    for error in report.errors:
+        # The FromZero alarm still starts workers, a minute or two later.
+        logger.error("Could not start workers from zero", extra={"error": error})
+
+
+def _log_key_problems(polled_at: float, problems: Sequence[KeyProblem]) -> None:
+    logger.error(
+        "Broker keys of the wrong type: their figures were left out, the rest published",
+        extra={
+            "polled_at": polled_at,
+            "problems": [problem.describe() for problem in problems],
+            "keys": [problem.key for problem in problems],
+            "queues_left_out": sorted({problem.queue for problem in problems if problem.queue}),
+        },
     )
 
 
 @logger.inject_lambda_context(log_event=False)
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
     """Poll the broker (once, or every POLL_INTERVAL_S for a minute) and publish each poll's metrics."""
-    deadline = time.time() + context.get_remaining_time_in_millis() / 1000 - FINISH_MARGIN_S
-    with broker_client() as client:
-        report: InvocationReport = run_polls(
-            redis_client=client,
-            queues=settings.queues,
-            put_metric_data=cloudwatch.put_metric_data,
-            namespace=settings.metric_namespace,
-            interval_s=settings.poll_interval_s,
-            clock=time.time,
-            sleep=time.sleep,
-            deadline=deadline,
-            on_broker_error=_log_broker_error,
-        )
+    remaining_s = context.get_remaining_time_in_millis() / 1000
+    deadline = time.time() + remaining_s - FINISH_MARGIN_S
+    broker_deadline = Deadline()
+    with broker_client(broker_deadline) as client:
+        broker_deadline.expire_in(broker_timeout_s(settings.poll_interval_s) * (1 + BROKER_RETRIES))
+        lease = acquire_lease(client, context.aws_request_id, remaining_s)
+        broker_deadline.clear()
+        if lease is False:
+            logger.warning("Another invocation holds the publisher's lease: this one polls nothing")
+            return {**InvocationReport().counts(), "lease_held_elsewhere": 1}
+        try:
+            report: InvocationReport = run_polls(
+                redis_client=client,
+                queues=settings.queues,
+                put_metric_data=cloudwatch.put_metric_data,
+                namespace=settings.metric_namespace,
+                interval_s=settings.poll_interval_s,
+                clock=time.time,
+                sleep=time.sleep,
+                deadline=deadline,
+                on_broker_error=_log_broker_error,
+                on_key_problems=_log_key_problems,
+                broker_deadline=broker_deadline,
+                after_poll=_wake,
+                groups={group.name: group.queues for group in settings.worker_groups},
+            )
+        finally:
+            if lease:
+                broker_deadline.expire_in(broker_timeout_s(settings.poll_interval_s))
+                release_lease(client, context.aws_request_id)
+                broker_deadline.clear()
     summary = report.counts()
     logger.info("Polls finished", extra=summary)
+    polls = report.failed_polls + report.published_polls
     if report.failed_polls:
         raise BrokerUnavailableError(
-            f"{report.failed_polls} of {report.failed_polls + report.published_polls} polls could not "
-            f"read the broker and published nothing: {report.errors[-1]}"
+            f"{report.failed_polls} of {polls} polls could not read the broker and published nothing: "
+            f"{report.errors[-1]}"
+        )
+    if report.partial_polls:
+        raise BrokerDataError(
+            f"{report.partial_polls} of {polls} polls left figures out for keys of the wrong type: "
+            f"{'; '.join(report.problems)}"
         )
     return summary

@@ -13,25 +13,33 @@ So the oldest message waiting is at index -1, or at index 0 after a requeue.
 Delivered, unacknowledged messages sit in the broker-wide hash `unacked`: delivery tag to the JSON
 `[message, exchange, routing_key]` (`QoS.append`). An entry's queue is taken to be its routing key,
 as Celery's default routing makes it (a queue's routing key is its name).
+
+Nothing of a message reaches this function: the broker-side scripts of `queue_depth.scripts` read
+the stamps and routing keys and reply with figures, so a poll's memory does not grow with what
+producers send, nor can a message's shape (size, nesting) fail it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
 from celery_fleet.contract.queue_metrics import (
+    GROUP_DIMENSION,
     IN_FLIGHT_TASKS,
     OLDEST_TASK_AGE,
     QUEUE_DIMENSION,
-    SENT_AT_HEADER,
     WAITING_TASKS,
 )
+
+from .deadline import Deadline
+from .scripts import QUEUE_SCRIPT, QUEUE_SCRIPT_SHA, UNACKED_SCRIPT, UNACKED_SCRIPT_SHA
 
 # kombu's Redis `Channel.sep` and `Channel.unacked_key` defaults.
 PRIORITY_SEPARATOR = "\x06\x16"
@@ -41,12 +49,24 @@ UNACKED_KEY = "unacked"
 # steps (0, 3, 6, 9) use four of them; reading the other six costs a few O(1) commands in the same
 # round trip and keeps the depth right for apps that set `priority_steps=list(range(10))`.
 PRIORITY_STEPS: tuple[int, ...] = tuple(range(10))
-# The most `unacked` entries one poll reads (HSCAN's COUNT). The fleet's size does not bound the
-# hash: besides each worker process's prefetch it holds every ETA/countdown task a worker keeps
-# until its time, retries with back-off included (Celery raises the prefetch count for each, without
-# limit unless `worker_eta_task_limit` is set). At about 1.3 kB an entry this is about 2.6 MB read
-# per poll at most; past it the per-queue figures are left out rather than guessed.
+# The most `unacked` entries the broker-side script reads in one poll. The fleet's size does not
+# bound the hash: besides each worker process's prefetch it holds every ETA/countdown task a worker
+# keeps until its time, retries with back-off included (Celery raises the prefetch count for each,
+# without limit unless `worker_eta_task_limit` is set). Past it the per-queue figures are left out
+# rather than guessed; the broker-wide count (HLEN) is always published.
 MAX_UNACKED_READ = 2000
+# The most bytes of `unacked` entries the broker-side script reads in one poll (it must copy each
+# entry to find its routing key). Measured on redis-server 7.0 here: 200 MB of entries take the
+# script about 0.5 s, during which the broker serves no one; 32 MiB keeps that near 80 ms. Past it
+# the per-queue figures are left out, as past MAX_UNACKED_READ.
+MAX_UNACKED_BYTES = 32 * 1024 * 1024
+# Bytes looked at from each end of a message for its send stamp; kombu writes the headers after the
+# body, so for any body size they sit within this of the end (argsrepr and kwargsrepr, Celery's
+# display copies of the arguments, are cut to 1,024 characters each).
+STAMP_WINDOW_BYTES = 64 * 1024
+# Bytes looked at from the end of an `unacked` entry for its routing key: a queue name is at most
+# 1,024 characters (a CloudWatch dimension value), twice that JSON-escaped.
+ROUTING_KEY_WINDOW_BYTES = 4096
 
 STANDARD_RESOLUTION_S = 60
 HIGH_RESOLUTION_S = 1
@@ -59,18 +79,41 @@ _ITEM_OVERHEAD_BYTES = 600
 
 
 @dataclass(frozen=True)
+class KeyProblem:
+    """A broker key the poll could not read as kombu writes it, and whose figures it left out."""
+
+    key: str
+    # What the key held instead (Redis's TYPE: string, hash, set, zset, stream), or the broker's error.
+    found: str
+    # The configured queue the key belongs to; None for `unacked` (every queue's in-flight figures).
+    queue: str | None
+
+    def describe(self) -> str:
+        if self.queue is None:
+            return (
+                f"{self.key!r} is {self.found}, not kombu's hash of unacknowledged messages: "
+                "no in-flight figures in this poll"
+            )
+        return f"{self.key!r} is {self.found}, not a list: queue {self.queue!r} left out of this poll"
+
+
+@dataclass(frozen=True)
 class QueueStats:
     """What one poll saw: waiting tasks per queue, oldest waiting task's age, tasks in flight."""
 
     polled_at: float
+    # Every configured queue whose lists could all be read.
     waiting: Mapping[str, int]
     # Only queues whose oldest waiting message carries a send-time stamp.
     oldest_age_s: Mapping[str, float]
-    # Broker-wide: every entry of `unacked`, whatever its queue and whether or not it can be read.
-    in_flight: int
+    # Broker-wide: every entry of `unacked`, whatever its queue and whether or not it can be read;
+    # None when `unacked` is not a hash.
+    in_flight: int | None
     # Every configured queue (0 included), by routing key; None when `unacked` held more entries
-    # than one poll reads.
+    # or bytes than one poll reads, or is not a hash.
     in_flight_by_queue: Mapping[str, int] | None
+    # Keys of the wrong type (or that the broker refused to read): only their own figures are missing.
+    problems: tuple[KeyProblem, ...] = ()
 
 
 def sibling_keys(
@@ -80,49 +123,51 @@ def sibling_keys(
     return [queue if step == 0 else f"{queue}{sep}{step}" for step in sorted(set(priority_steps) | {0})]
 
 
-def sent_at(raw_message: bytes | str | None) -> float | None:
-    """The send-time stamp of a stored kombu message, or None if it is absent or unreadable."""
-    if raw_message is None:
+def parse_stamp(raw: bytes | str | None) -> float | None:
+    """A send stamp as the queue script returns it (the number's text), or None if not a finite number."""
+    if raw is None:
         return None
     try:
-        message = json.loads(raw_message)
+        value = float(raw)
     except ValueError:
-        # Not a kombu JSON envelope (another producer shares the list): its age is unknown.
         return None
-    headers = message.get("headers") if isinstance(message, dict) else None
-    stamp = headers.get(SENT_AT_HEADER) if isinstance(headers, dict) else None
-    if isinstance(stamp, bool) or not isinstance(stamp, int | float) or not math.isfinite(stamp):
-        return None
-    return float(stamp)
+    return value if math.isfinite(value) else None
 
 
-def unacked_routing_key(entry: bytes | str) -> str | None:
-    """The routing key of one `unacked` hash value, or None if it is not kombu's JSON
-    `[message, exchange, routing_key]`."""
-    try:
-        delivery = json.loads(entry)
-    except (ValueError, RecursionError):
-        # Not kombu's (UnicodeDecodeError is a ValueError too): never a reason to fail the poll.
-        return None
-    if isinstance(delivery, list) and len(delivery) == 3 and isinstance(delivery[2], str):
-        return delivery[2]
-    return None
+def _text(value: bytes | str) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
-def in_flight_by_queue(queues: Sequence[str], entries: Iterable[bytes | str]) -> dict[str, int]:
-    """How many `unacked` entries belong to each of `queues` (0 included), by routing key.
+def _queue_figures(queue: str, reply: Any, now: float) -> tuple[int | None, float | None, list[KeyProblem]]:
+    """(depth, oldest age, problems) of one queue from its script reply; depth None if left out."""
+    if isinstance(reply, redis.ResponseError):
+        return None, None, [KeyProblem(key=queue, found=f"unreadable ({reply})", queue=queue)]
+    depth, stamp_text, *wrong = reply
+    problems = [
+        KeyProblem(key=_text(key), found=f"a {_text(kind)}", queue=queue)
+        for key, kind in zip(wrong[::2], wrong[1::2], strict=True)
+    ]
+    if problems:
+        return None, None, problems
+    stamp = parse_stamp(stamp_text)
+    return int(depth), (None if stamp is None else max(0.0, now - stamp)), []
 
-    Assumes Celery's default routing, where a task sent to a queue carries the queue's name as its
-    routing key. An entry whose routing key names no configured queue (custom exchanges or routing
-    keys, another app's queue) or that cannot be read counts in no queue: only in the broker-wide
-    figure.
-    """
-    counts = dict.fromkeys(queues, 0)
-    for entry in entries:
-        routing_key = unacked_routing_key(entry)
-        if routing_key in counts:
-            counts[routing_key] += 1
-    return counts
+
+def _in_flight_figures(
+    queues: Sequence[str], reply: Any
+) -> tuple[int | None, dict[str, int] | None, list[KeyProblem]]:
+    """(broker-wide, per queue, problems) from the `unacked` script's reply."""
+    if isinstance(reply, redis.ResponseError):
+        return None, None, [KeyProblem(key=UNACKED_KEY, found=f"unreadable ({reply})", queue=None)]
+    total, complete, *counts = reply
+    if int(total) < 0:
+        return None, None, [KeyProblem(key=UNACKED_KEY, found=f"a {_text(complete)}", queue=None)]
+    by_queue = dict(zip(queues, (int(count) for count in counts), strict=True)) if int(complete) else None
+    return int(total), by_queue, []
+
+
+def _evalsha(pipe: Any, sha: str, keys: Sequence[str], args: Sequence[object]) -> None:
+    pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
 
 
 def read_queue_stats(
@@ -133,77 +178,93 @@ def read_queue_stats(
     priority_steps: Sequence[int] = PRIORITY_STEPS,
     unacked_key: str = UNACKED_KEY,
     max_unacked_read: int = MAX_UNACKED_READ,
+    max_unacked_bytes: int = MAX_UNACKED_BYTES,
 ) -> QueueStats:
     """Read every queue's depth, oldest message and tasks in flight in one round trip.
 
-    `now` (Unix seconds) is the poll time the ages are measured from. A missing list counts as
-    empty. The oldest message of a queue is the one with the smallest stamp among the first and
-    last elements of its lists: the last is the next out, the first a message just requeued by a
-    reject (see the module docstring). A requeued message stays first only until the next publish
-    to its list; from then until it is next out again, no poll sees its age. Unstamped messages are
-    skipped, and a queue with no stamped one gets no age. A stamp in the future (producer clock
-    ahead of ours) gives an age of 0.
+    `now` (Unix seconds) is the poll time the ages are measured from. Everything is read on the
+    broker by the scripts of `queue_depth.scripts`, which reply with figures only: what this
+    function receives is a few bytes per queue, whatever the messages hold.
 
-    In flight: broker-wide, `HLEN unacked`; per queue, the entries of `unacked` by routing key (see
-    `in_flight_by_queue`), or None when the hash holds more than about `max_unacked_read` entries.
+    A missing list counts as empty. The oldest message of a queue is the one with the smallest
+    stamp among the first and last elements of its lists: the last is the next out, the first a
+    message just requeued by a reject (see the module docstring). A requeued message stays first
+    only until the next publish to its list; from then until it is next out again, no poll sees its
+    age. Unstamped messages are skipped, and a queue with no stamped one gets no age. A stamp in the
+    future (producer clock ahead of ours) gives an age of 0. A stamp more than STAMP_WINDOW_BYTES
+    from both ends of its message is not seen.
+
+    A key of the wrong type leaves out only what it feeds: a list of a queue that is not a list,
+    that queue's depth and age; `unacked` not a hash, the in-flight figures. Each is a KeyProblem.
+
+    In flight: broker-wide, `HLEN unacked`; per queue, the entries of `unacked` by routing key
+    (Celery's default routing: a queue's routing key is its name), or None when the hash holds more
+    than `max_unacked_read` entries or `max_unacked_bytes` bytes. An entry whose routing key names
+    no configured queue, or that is not kombu's JSON, counts only broker-wide.
     """
     keys = {queue: sibling_keys(queue, priority_steps) for queue in queues}
-    # Not a MULTI: the figures need no atomic snapshot, only one round trip. A delivery or ack
-    # between HLEN and HSCAN can put the two in-flight figures one apart for a poll.
-    pipe = redis_client.pipeline(transaction=False)
-    for queue in queues:
-        for key in keys[queue]:
-            pipe.llen(key)
-            pipe.lindex(key, 0)
-            pipe.lindex(key, -1)
-    pipe.hlen(unacked_key)
-    # HSCAN from cursor 0 returns the whole hash (cursor back to 0) while it holds fewer entries
-    # than COUNT, and about COUNT of them otherwise: the reply stays bounded however much is held,
-    # where HVALS would return all of it. The scan's further cursors would cost more round trips.
-    pipe.hscan(unacked_key, 0, count=max_unacked_read)
-    replies: list[Any] = pipe.execute()
+    unacked_args: list[object] = [max_unacked_read, max_unacked_bytes, ROUTING_KEY_WINDOW_BYTES]
+    # kombu writes routing keys with json.dumps; configured queue names are printable ASCII.
+    unacked_args += [json.dumps(queue) for queue in queues]
+
+    def execute() -> list[Any]:
+        # Not a MULTI: the figures need no atomic snapshot, only one round trip. A delivery or ack
+        # between two scripts can put the in-flight and waiting figures one apart for a poll.
+        pipe = redis_client.pipeline(transaction=False)
+        for queue in queues:
+            _evalsha(pipe, QUEUE_SCRIPT_SHA, keys[queue], [STAMP_WINDOW_BYTES])
+        _evalsha(pipe, UNACKED_SCRIPT_SHA, [unacked_key], unacked_args)
+        return list(pipe.execute(raise_on_error=False))
+
+    replies = execute()
+    if any(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies):
+        # A new or restarted broker (a failover) has not cached the scripts yet: two more round trips.
+        redis_client.script_load(QUEUE_SCRIPT)
+        redis_client.script_load(UNACKED_SCRIPT)
+        replies = execute()
 
     waiting: dict[str, int] = {}
     oldest_age_s: dict[str, float] = {}
-    position = 0
-    for queue in queues:
-        depth = 0
-        stamps: list[float] = []
-        for _ in keys[queue]:
-            length, head, tail = replies[position : position + 3]
-            position += 3
-            depth += int(length)
-            for end in (head, tail):
-                stamp = sent_at(end)
-                if stamp is not None:
-                    stamps.append(stamp)
-        waiting[queue] = depth
-        if stamps:
-            oldest_age_s[queue] = max(0.0, now - min(stamps))
-    in_flight = int(replies[position])
-    cursor, entries = replies[position + 1]
-    by_queue = in_flight_by_queue(queues, entries.values()) if int(cursor) == 0 else None
+    problems: list[KeyProblem] = []
+    for queue, reply in zip(queues, replies, strict=False):
+        depth, age, wrong = _queue_figures(queue, reply, now)
+        problems += wrong
+        if depth is not None:
+            waiting[queue] = depth
+        if age is not None:
+            oldest_age_s[queue] = age
+    in_flight, by_queue, wrong = _in_flight_figures(queues, replies[len(queues)])
+    problems += wrong
     return QueueStats(
         polled_at=now,
         waiting=waiting,
         oldest_age_s=oldest_age_s,
         in_flight=in_flight,
         in_flight_by_queue=by_queue,
+        problems=tuple(problems),
     )
 
 
 def metric_data(
-    stats: QueueStats, *, storage_resolution: int = STANDARD_RESOLUTION_S
+    stats: QueueStats,
+    *,
+    storage_resolution: int = STANDARD_RESOLUTION_S,
+    groups: Mapping[str, Sequence[str]] | None = None,
 ) -> list[dict[str, Any]]:
     """PutMetricData items for one poll, all stamped with the poll time.
 
     Per queue: waiting tasks, the oldest task's age when known (never a made-up 0), and tasks in
     flight when the poll could attribute them. Once more without the queue dimension: tasks in
-    flight broker-wide, every entry of the `unacked` hash.
+    flight broker-wide, every entry of the `unacked` hash. What the poll left out (a queue with a
+    key of the wrong type, in flight while `unacked` is not a hash) gets no point: missing data.
+    Per worker group of `groups` (name -> queues): waiting and in flight summed over its queues,
+    when every one of them has the figure.
     """
     timestamp = datetime.fromtimestamp(stats.polled_at, tz=UTC)
 
-    def item(name: str, value: float, unit: str, queue: str | None = None) -> dict[str, Any]:
+    def item(
+        name: str, value: float, unit: str, queue: str | None = None, *, dimension: str = QUEUE_DIMENSION
+    ) -> dict[str, Any]:
         datum: dict[str, Any] = {
             "MetricName": name,
             "Timestamp": timestamp,
@@ -212,17 +273,28 @@ def metric_data(
             "StorageResolution": storage_resolution,
         }
         if queue is not None:
-            datum["Dimensions"] = [{"Name": QUEUE_DIMENSION, "Value": queue}]
+            datum["Dimensions"] = [{"Name": dimension, "Value": queue}]
         return datum
 
     data: list[dict[str, Any]] = []
-    for queue, depth in stats.waiting.items():
-        data.append(item(WAITING_TASKS, float(depth), "Count", queue))
+    queues = list(stats.waiting)
+    queues += [queue for queue in stats.in_flight_by_queue or {} if queue not in stats.waiting]
+    for queue in queues:
+        if queue in stats.waiting:
+            data.append(item(WAITING_TASKS, float(stats.waiting[queue]), "Count", queue))
         if queue in stats.oldest_age_s:
             data.append(item(OLDEST_TASK_AGE, stats.oldest_age_s[queue], "Seconds", queue))
         if stats.in_flight_by_queue is not None:
             data.append(item(IN_FLIGHT_TASKS, float(stats.in_flight_by_queue[queue]), "Count", queue))
-    data.append(item(IN_FLIGHT_TASKS, float(stats.in_flight), "Count"))
+    if stats.in_flight is not None:
+        data.append(item(IN_FLIGHT_TASKS, float(stats.in_flight), "Count"))
+    for group, members in (groups or {}).items():
+        if all(queue in stats.waiting for queue in members):
+            waiting = float(sum(stats.waiting[queue] for queue in members))
+            data.append(item(WAITING_TASKS, waiting, "Count", group, dimension=GROUP_DIMENSION))
+        if stats.in_flight_by_queue is not None:
+            flying = float(sum(stats.in_flight_by_queue[queue] for queue in members))
+            data.append(item(IN_FLIGHT_TASKS, flying, "Count", group, dimension=GROUP_DIMENSION))
     return data
 
 
@@ -285,23 +357,40 @@ def poll_times(start: float, interval_s: int) -> list[float]:
 
 @dataclass
 class InvocationReport:
-    """What one invocation did: polls published, polls failed, polls skipped for lack of time."""
+    """What one invocation did: polls published (wholly or in part), failed, skipped for lack of time."""
 
     published_polls: int = 0
     failed_polls: int = 0
     skipped_polls: int = 0
+    # Published polls that left some figures out because of keys of the wrong type.
+    partial_polls: int = 0
     put_metric_data_calls: int = 0
     data_points: int = 0
     errors: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         return {
             "published_polls": self.published_polls,
+            "partial_polls": self.partial_polls,
             "failed_polls": self.failed_polls,
             "skipped_polls": self.skipped_polls,
             "put_metric_data_calls": self.put_metric_data_calls,
             "data_points": self.data_points,
         }
+
+
+# Time kept from each poll's slot for its PutMetricData call (tens of milliseconds as a rule).
+PUBLISH_MARGIN_S = 1.0
+# A poll always gets at least this long with the broker, even when the invocation's time is short.
+MIN_POLL_BUDGET_S = 0.5
+
+
+def poll_budget_s(planned_at: float, polled_at: float, interval_s: int, deadline: float) -> float:
+    """Seconds the broker gets for the poll planned at `planned_at`: until its slot ends (the next
+    poll's time), less the time to publish, and never past the invocation's `deadline`."""
+    slot_end = min(planned_at + interval_s - min(PUBLISH_MARGIN_S, interval_s / 2), deadline)
+    return max(MIN_POLL_BUDGET_S, slot_end - polled_at)
 
 
 def run_polls(
@@ -315,13 +404,21 @@ def run_polls(
     sleep: Callable[[float], None],
     deadline: float,
     on_broker_error: Callable[[float, redis.RedisError], None],
+    on_key_problems: Callable[[float, Sequence[KeyProblem]], None] | None = None,
+    broker_deadline: Deadline | None = None,
+    after_poll: Callable[[QueueStats], None] | None = None,
+    groups: Mapping[str, Sequence[str]] | None = None,
 ) -> InvocationReport:
     """Poll at `poll_times(clock(), interval_s)` and publish each poll's metrics as it is taken.
 
     A poll planned after `deadline` (Unix seconds), or whose interval has already passed, is skipped;
     the first is always taken. A poll that cannot read the broker publishes nothing (missing data,
-    never a zero) and is reported to `on_broker_error`; the next poll tries again. CloudWatch errors
-    are raised.
+    never a zero) and is reported to `on_broker_error`; the next poll tries again. With
+    `broker_deadline` (the one the client's connections obey), a poll's broker I/O ends within
+    `poll_budget_s`, so a slow broker costs its own slot and no more. Keys of the wrong type leave
+    out their own figures (see read_queue_stats) and go to `on_key_problems`; the rest is published.
+    `after_poll` sees each poll's figures after they are published; `groups` adds per-group sums
+    (see metric_data). CloudWatch errors are raised.
     """
     resolution = STANDARD_RESOLUTION_S if interval_s >= STANDARD_RESOLUTION_S else HIGH_RESOLUTION_S
     report = InvocationReport()
@@ -337,6 +434,8 @@ def run_polls(
             continue
         sleep(max(0.0, planned_at - clock()))
         polled_at = clock()
+        if broker_deadline is not None:
+            broker_deadline.expire_in(poll_budget_s(planned_at, polled_at, interval_s, deadline))
         try:
             stats = read_queue_stats(redis_client, queues, polled_at)
         except redis.RedisError as error:
@@ -344,8 +443,46 @@ def run_polls(
             report.errors.append(f"{type(error).__name__}: {error}")
             on_broker_error(polled_at, error)
             continue
-        data = metric_data(stats, storage_resolution=resolution)
+        finally:
+            if broker_deadline is not None:
+                broker_deadline.clear()
+        if stats.problems:
+            report.partial_polls += 1
+            report.problems = [problem.describe() for problem in stats.problems]
+            if on_key_problems is not None:
+                on_key_problems(polled_at, stats.problems)
+        data = metric_data(stats, storage_resolution=resolution, groups=groups)
         report.put_metric_data_calls += publish(put_metric_data, namespace, data)
         report.data_points += len(data)
         report.published_polls += 1
+        if after_poll is not None:
+            after_poll(stats)
     return report
+
+
+# One poller at a time without reserved concurrency: EventBridge may deliver a schedule's event twice,
+# and an invocation that starts while another still polls would double every data point (and, with
+# from-zero starts, every request to ECS). The lease lives on the broker both already read.
+LEASE_KEY = "celery_fleet:queue_depth_publisher:lease"
+_RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def acquire_lease(redis_client: redis.Redis, holder: str, ttl_s: float) -> bool | None:
+    """Take the publisher's lease for `ttl_s` seconds: True if taken, False if another invocation
+    holds it, None if the broker could not say (unreachable, or full and refusing writes), in which
+    case the caller polls anyway: its polls report the broker's state, and a missed poll costs more
+    than a doubled one."""
+    try:
+        return bool(redis_client.set(LEASE_KEY, holder, nx=True, px=max(1, int(ttl_s * 1000))))
+    except redis.RedisError:
+        return None
+
+
+def release_lease(redis_client: redis.Redis, holder: str) -> None:
+    """Give the lease back if `holder` still holds it (it expires by itself otherwise)."""
+    # A broker that cannot be reached now lets the lease expire at the invocation's end.
+    with contextlib.suppress(redis.RedisError):
+        redis_client.eval(_RELEASE_SCRIPT, 1, LEASE_KEY, holder)

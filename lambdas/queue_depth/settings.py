@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any, Self
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .wake import WakeGroup
 
 MAX_PORT = 65535
 # A poll interval must split the minute evenly: each invocation covers one minute.
@@ -52,6 +55,8 @@ class Settings(BaseModel):
     broker_port: int | None = Field(default=None, alias="BROKER_PORT")
     broker_auth_secret_arn: str | None = Field(default=None, alias="BROKER_AUTH_SECRET_ARN")
     poll_interval_s: int = Field(default=60, alias="POLL_INTERVAL_S")
+    # Optional: the worker groups the publisher may start from zero (wake.py); none when unset.
+    worker_groups: tuple[WakeGroup, ...] = Field(default=(), alias="WORKER_GROUPS")
 
     @field_validator("queues", mode="before")
     @classmethod
@@ -115,6 +120,17 @@ class Settings(BaseModel):
         if not raw.isdigit() or not 0 < int(raw) <= MAX_PORT:
             raise ValueError(f"BROKER_PORT={raw!r}: not a TCP port (1-{MAX_PORT})")
         return int(raw)
+
+    @field_validator("worker_groups", mode="before")
+    @classmethod
+    def _parse_groups(cls, value: object) -> object:
+        raw = str(value).strip()
+        if not raw:
+            return ()
+        try:
+            return json.loads(raw)
+        except ValueError as error:
+            raise ValueError(f"WORKER_GROUPS: not JSON ({error}); the stack writes it") from None
 
     @field_validator("poll_interval_s", mode="before")
     @classmethod

@@ -138,7 +138,8 @@ def test_scaling_alarms_keep_their_scaling_actions(prod: Synthesized) -> None:
     template = prod.template("stateless")
     policies = template.find_resources("AWS::ApplicationAutoScaling::ScalingPolicy")
     scaling = _by_description(template, "Scaling signal, not a page")
-    assert len(scaling) == 2 * len(stage_config("prod").workers.groups)
+    # From zero, surplus and idle per group.
+    assert len(scaling) == 3 * len(stage_config("prod").workers.groups)
     for props in scaling:
         assert [action["Ref"] in policies for action in props["AlarmActions"]] == [True]
 

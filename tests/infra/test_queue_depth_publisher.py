@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,10 @@ def test_publisher_sits_in_the_vpc(prod: Synthesized) -> None:
     assert config["SecurityGroupIds"]
 
 
-def test_one_invocation_at_a_time_and_no_retries(prod: Synthesized) -> None:
-    assert _function(prod)["ReservedConcurrentExecutions"] == 1
+def test_no_reserved_concurrency_and_no_retries(prod: Synthesized) -> None:
+    # One invocation at a time comes from the lease on the broker (queue_depth.logic.acquire_lease):
+    # a reservation of 1 is refused on accounts still at the default concurrency quota.
+    assert "ReservedConcurrentExecutions" not in _function(prod)
     prod.template("stateless").has_resource_properties(
         "AWS::Lambda::EventInvokeConfig", {"MaximumRetryAttempts": 0, "Qualifier": "$LATEST"}
     )
@@ -92,3 +95,44 @@ def test_high_resolution_polls_every_ten_seconds_within_the_minute(tmp_path: Pat
             "Environment": {"Variables": Match.object_like({"POLL_INTERVAL_S": "10"})},
         },
     )
+
+
+def _publisher_statements(stage: Synthesized) -> list[dict[str, Any]]:
+    policies = stage.template("stateless").find_resources("AWS::IAM::Policy")
+    publisher = [p for name, p in policies.items() if name.startswith("QueueDepthPublisher")]
+    assert len(publisher) == 1
+    return list(publisher[0]["Properties"]["PolicyDocument"]["Statement"])
+
+
+def _statement(stage: Synthesized, action: str) -> dict[str, Any]:
+    matching = [s for s in _publisher_statements(stage) if action in json.dumps(s["Action"])]
+    assert len(matching) == 1, matching
+    return matching[0]
+
+
+def test_the_publisher_knows_every_worker_group_it_may_start(prod: Synthesized) -> None:
+    # Service and cluster names are deploy-time values: the variable is an Fn::Join of the JSON.
+    text = json.dumps(_function(prod)["Environment"]["Variables"]["WORKER_GROUPS"])
+    for name, group in stage_config("prod").workers.groups.items():
+        assert f'\\"name\\":\\"{name}\\"' in text
+        assert f'\\"max_tasks\\":{group.max_tasks}' in text
+
+
+def test_the_publisher_may_set_scaling_minimums_and_read_services_and_alarms_only(prod: Synthesized) -> None:
+    services = _statement(prod, "ecs:DescribeServices")
+    assert services["Action"] == ["ecs:DescribeServices", "ecs:UpdateService"]
+    assert len(services["Resource"]) == len(stage_config("prod").workers.groups)
+    register = _statement(prod, "application-autoscaling:RegisterScalableTarget")
+    assert "scalable-target/*" in json.dumps(register["Resource"])
+    alarms = _statement(prod, "cloudwatch:DescribeAlarms")
+    assert isinstance(alarms["Resource"], list)
+    assert "*" not in alarms["Resource"]
+    actions = {
+        a
+        for s in _publisher_statements(prod)
+        for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+    }
+    assert not {action for action in actions if action.startswith("ecs:")} - {
+        "ecs:DescribeServices",
+        "ecs:UpdateService",
+    }

@@ -8,7 +8,7 @@ from typing import Any
 from aws_cdk.assertions import Match
 from celery_fleet.contract import queue_metrics
 
-from infra.workers.scaling import _from_zero_steps
+from infra.workers.scaling import _from_zero_steps, surplus_steps
 from tests.support.synth import Synthesized, stage_config
 
 
@@ -166,3 +166,57 @@ def test_from_zero_steps_grow_with_the_backlog_within_min_and_max() -> None:
         (300, None, 3),
     ]
     assert _from_zero_steps(group.model_copy(update={"min_tasks": 5})) == [(0, None, 5)]
+
+
+def test_surplus_alarm_compares_running_workers_with_what_the_queues_need(prod: Synthesized) -> None:
+    alarms = _alarms(prod, "more workers than its queues need")
+    assert len(alarms) == len(stage_config("prod").workers.groups)
+    expressions = set()
+    for alarm in alarms:
+        assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
+        assert alarm["EvaluationPeriods"] == alarm["DatapointsToAlarm"] == 5
+        assert alarm["TreatMissingData"] == "notBreaching"
+        expressions.add(next(m["Expression"] for m in alarm["Metrics"] if "Expression" in m))
+    # default: 100 waiting per worker, 4 processes; bulk: 500 waiting per worker, its own pool size.
+    group = stage_config("prod").workers.groups["default"]
+    needed = f"CEIL(w / 100 + f / {group.processes})"
+    # default keeps one worker (min_tasks 1): that one is never a surplus.
+    assert f"FILL(running, 0) - IF({needed} < 1, 1, {needed})" in expressions
+    bulk = stage_config("prod").workers.groups["bulk"]
+    assert f"FILL(running, 0) - CEIL(w / 500 + f / {bulk.processes})" in expressions
+
+
+def test_surplus_steps_remove_at_most_the_surplus_and_at_least_two_thirds_of_it() -> None:
+    steps = surplus_steps(40)
+    assert steps[0] == (0, 1, -1)
+    assert steps[-1] == (31, None, -32)
+    for surplus in range(1, 200):
+        change = next(
+            c for lower, upper, c in steps if surplus - 1 >= lower and (upper is None or surplus - 1 < upper)
+        )
+        assert -change <= surplus
+        assert -change >= min(surplus, 32) * 2 / 3
+
+
+def test_surplus_scale_in_changes_capacity_by_its_steps_with_a_cooldown(prod: Synthesized) -> None:
+    prod.template("stateless").has_resource_properties(
+        "AWS::ApplicationAutoScaling::ScalingPolicy",
+        {
+            "PolicyType": "StepScaling",
+            "StepScalingPolicyConfiguration": Match.object_like(
+                {
+                    "AdjustmentType": "ChangeInCapacity",
+                    "Cooldown": 180,
+                    "StepAdjustments": Match.array_with(
+                        [
+                            {
+                                "MetricIntervalLowerBound": 0,
+                                "MetricIntervalUpperBound": 1,
+                                "ScalingAdjustment": -1,
+                            }
+                        ]
+                    ),
+                }
+            ),
+        },
+    )

@@ -26,6 +26,12 @@ OLDEST_TASK_AGE = "OldestWaitingTaskAge"
 #   (queue_depth.logic.MAX_UNACKED_READ): missing data, never a guess.
 IN_FLIGHT_TASKS = "InFlightTasks"
 
+# Dimension on the per-group figures: the worker group's name as configured. WaitingTasks and
+# InFlightTasks are published once more per worker group, summed over the group's queues, so that a
+# scaling alarm reads one metric per figure whatever the number of queues (an alarm's math takes at
+# most 10 metrics). No group point when a queue of the group had no figure in that poll.
+GROUP_DIMENSION = "WorkerGroup"
+
 # Seconds between two polls when the stage asks for high-resolution metrics.
 HIGH_RESOLUTION_PERIOD_S = 10
 

@@ -133,7 +133,14 @@ def cloudwatch(aws: None) -> Any:
     return boto3.client("cloudwatch", region_name=REGION)
 
 
-BROKER_VARIABLES = ("BROKER_URL", "BROKER_HOST", "BROKER_PORT", "BROKER_AUTH_SECRET_ARN", "POLL_INTERVAL_S")
+BROKER_VARIABLES = (
+    "BROKER_URL",
+    "BROKER_HOST",
+    "BROKER_PORT",
+    "BROKER_AUTH_SECRET_ARN",
+    "POLL_INTERVAL_S",
+    "WORKER_GROUPS",
+)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from celery_fleet.contract.queue_metrics import (
     OLDEST_TASK_AGE,
     WAITING_TASKS,
 )
+from queue_depth.logic import LEASE_KEY
 
 from tests.lambdas.queue_depth.conftest import (
     NAMESPACE,
@@ -139,6 +141,7 @@ def test_the_handler_reports_what_it_published(invocation: Invocation) -> None:
     # 4 waiting + 2 ages + 4 in flight per queue + in flight broker-wide
     assert invocation.result == {
         "published_polls": 1,
+        "partial_polls": 0,
         "failed_polls": 0,
         "skipped_polls": 0,
         "put_metric_data_calls": 1,
@@ -207,7 +210,7 @@ def test_an_unreachable_broker_is_logged_as_a_structured_error(
 
     errors = [line for line in logs.lines() if line["level"] == "ERROR"]
     assert len(errors) == 1
-    assert errors[0]["message"] == "Broker unreachable: this poll published nothing"
+    assert errors[0]["message"] == "Broker unreachable or too slow: this poll published nothing"
     assert errors[0]["exception_name"] == "ConnectionError"
     assert errors[0]["queues"] == list(QUEUES)
     assert errors[0]["function_name"] == FakeLambdaContext.function_name
@@ -236,7 +239,7 @@ def test_the_aws_form_connects_with_tls_verification_and_the_secret_token(
     module = cold_start(aws_environment)
 
     # Built, not connected: there is no TLS broker on this machine.
-    client = module.broker_client()
+    client = module.broker_client(module.Deadline())
 
     pool = client.connection_pool
     kwargs = pool.connection_kwargs
@@ -251,11 +254,11 @@ def test_the_auth_token_is_fetched_once_and_reused_until_its_max_age(
     aws_environment: dict[str, str], cold_start: ColdStart
 ) -> None:
     module = cold_start(aws_environment)
-    module.broker_client()
+    module.broker_client(module.Deadline())
     secrets = boto3.client("secretsmanager", region_name=REGION)
     secrets.put_secret_value(SecretId=SECRET_NAME, SecretString="rotated-token-0123456789")
 
-    cached = module.broker_client().connection_pool.connection_kwargs["password"]
+    cached = module.broker_client(module.Deadline()).connection_pool.connection_kwargs["password"]
 
     assert cached == "first-token-0123456789"
 
@@ -278,3 +281,68 @@ def test_the_age_of_a_task_stamped_by_celery_fleet_configure_is_published(
     app.close()
     age = published(cloudwatch)[(OLDEST_TASK_AGE, "alpha")].maximum
     assert started - after_send <= age <= finished - before_send
+
+
+def test_a_key_of_the_wrong_type_fails_the_invocation_as_what_it_is_after_publishing_the_rest(
+    redis_server: RedisServer,
+    celery_app: Celery,
+    cloudwatch: Any,
+    cold_start: ColdStart,
+    capture_logs: Callable[[ModuleType], JsonLogLines],
+) -> None:
+    send(celery_app, "alpha", count=2)
+    send(celery_app, "beta", count=3)
+    redis_server.client().hset("beta\x06\x166", "field", "a hash where a list belongs")
+    module = cold_start(local_environment(redis_server.url))
+    logs = capture_logs(module)
+
+    with pytest.raises(module.BrokerDataError, match=re.escape("'beta\\x06\\x166' is a hash, not a list")):
+        module.handler({}, FakeLambdaContext())
+
+    stored = published(cloudwatch)
+    assert stored[(WAITING_TASKS, "alpha")].maximum == 2.0
+    assert (WAITING_TASKS, "beta") not in stored
+    errors = [line for line in logs.lines() if line["level"] == "ERROR"]
+    assert [line["message"] for line in errors] == [
+        "Broker keys of the wrong type: their figures were left out, the rest published"
+    ]
+    assert errors[0]["queues_left_out"] == ["beta"]
+
+
+def test_an_invocation_that_finds_the_lease_held_polls_nothing(
+    redis_server: RedisServer, celery_app: Celery, cloudwatch: Any, cold_start: ColdStart
+) -> None:
+    send(celery_app, "alpha")
+    module = cold_start(local_environment(redis_server.url))
+    # Another invocation (a duplicate delivery of the schedule's event) is still polling.
+    redis_server.client().set(LEASE_KEY, "another-request-id", px=60_000)
+
+    result = module.handler({}, FakeLambdaContext())
+
+    assert result["lease_held_elsewhere"] == 1
+    assert result["published_polls"] == 0
+    assert cloudwatch.list_metrics(Namespace=NAMESPACE)["Metrics"] == []
+
+
+def test_an_invocation_gives_its_lease_back_when_it_ends(
+    redis_server: RedisServer, cloudwatch: Any, cold_start: ColdStart
+) -> None:
+    module = cold_start(local_environment(redis_server.url))
+
+    first = module.handler({}, FakeLambdaContext())
+    second = module.handler({}, FakeLambdaContext())
+
+    assert (first["published_polls"], second["published_polls"]) == (1, 1)
+    assert redis_server.client().exists(LEASE_KEY) == 0
+
+
+@pytest.mark.parametrize("interval_s", [1, 10, 60])
+def test_every_attempt_of_a_poll_fits_in_half_its_slot(
+    interval_s: int, redis_server: RedisServer, aws: None, cold_start: ColdStart
+) -> None:
+    module = cold_start(local_environment(redis_server.url))
+
+    timeout = module.broker_timeout_s(interval_s)
+
+    assert timeout * (1 + module.BROKER_RETRIES) <= interval_s / 2
+    assert timeout <= module.BROKER_TIMEOUT_S

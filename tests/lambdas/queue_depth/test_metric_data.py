@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from celery_fleet.contract.queue_metrics import (
+    GROUP_DIMENSION,
     IN_FLIGHT_TASKS,
     OLDEST_TASK_AGE,
     QUEUE_DIMENSION,
@@ -140,3 +141,34 @@ def test_publish_sends_every_item_to_cloudwatch_in_batched_calls(cloudwatch: Any
 
     assert call_count == len(calls.requests) == 2
     assert metric_count(cloudwatch) == len(data)
+
+
+def _group_points(data: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
+    return {
+        (d["MetricName"], d["Dimensions"][0]["Value"]): d["Value"]
+        for d in data
+        if d.get("Dimensions", [{}])[0].get("Name") == GROUP_DIMENSION
+    }
+
+
+def test_each_worker_group_gets_its_queues_summed() -> None:
+    data = metric_data(stats(), groups={"both": ["alpha", "beta"], "quiet": ["beta"]})
+
+    assert _group_points(data) == {
+        (WAITING_TASKS, "both"): 7.0,
+        (IN_FLIGHT_TASKS, "both"): 2.0,
+        (WAITING_TASKS, "quiet"): 0.0,
+        (IN_FLIGHT_TASKS, "quiet"): 0.0,
+    }
+
+
+def test_a_group_with_a_queue_left_out_of_the_poll_gets_no_waiting_point() -> None:
+    data = metric_data(stats(waiting={"alpha": 7}), groups={"both": ["alpha", "beta"]})
+
+    assert _group_points(data) == {(IN_FLIGHT_TASKS, "both"): 2.0}
+
+
+def test_no_group_in_flight_point_when_the_poll_could_not_attribute_in_flight_tasks() -> None:
+    data = metric_data(stats(in_flight_by_queue=None), groups={"both": ["alpha", "beta"]})
+
+    assert _group_points(data) == {(WAITING_TASKS, "both"): 7.0}

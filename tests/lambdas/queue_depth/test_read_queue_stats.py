@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
 from celery import Celery
-from queue_depth.logic import UNACKED_KEY, read_queue_stats, sent_at, sibling_keys
+from celery_fleet.contract.queue_metrics import SENT_AT_HEADER
+from queue_depth.logic import UNACKED_KEY, read_queue_stats, sibling_keys
 
 from tests.lambdas.queue_depth.conftest import SendStamp, deliver_without_ack, make_app, send
 from tests.support.redis_server import RedisServer
 
 NOW = 1_800_000_000.0
+
+
+def sent_at(raw_message: bytes | str | None) -> float | None:
+    """The send stamp of a stored message, read the plain way (the test's own check of the list)."""
+    assert raw_message is not None
+    stamp = json.loads(raw_message)["headers"].get(SENT_AT_HEADER)
+    return None if stamp is None else float(stamp)
 
 
 def test_depth_sums_the_bare_list_and_its_priority_siblings(
@@ -217,7 +226,7 @@ def test_unreadable_unacked_entries_count_only_broker_wide(
         mapping={
             "not-json": b"\xff\xfe alpha",
             "an-object": '{"routing_key": "alpha"}',
-            "two-items": '[{}, "alpha"]',
+            "routing-key-not-last": '["alpha", "amq", {}]',
             "key-not-text": '[{}, "alpha", 7]',
             "deeply-nested": "[" * 100_000 + "]" * 100_000,
         },
@@ -303,7 +312,12 @@ def calls(client: redis.Redis, command: str) -> int:
     return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
 
 
-READ_COMMANDS = ("llen", "lindex", "hlen", "hscan")
+READ_COMMANDS = ("evalsha", "llen", "lindex", "hlen", "hscan", "type")
+
+
+def counting_client(server: RedisServer) -> redis.Redis:
+    pool = redis.ConnectionPool(connection_class=CountingConnection, host="127.0.0.1", port=server.port)
+    return redis.Redis(connection_pool=pool)
 
 
 def test_one_poll_of_many_queues_is_one_round_trip(
@@ -314,9 +328,9 @@ def test_one_poll_of_many_queues_is_one_round_trip(
         send(celery_app, queue, count=2, priority=3)
     for queue in queues[:9:3]:
         deliver_without_ack(consumer_channel, queue)
-    pool = redis.ConnectionPool(connection_class=CountingConnection, host="127.0.0.1", port=redis_server.port)
-    client = redis.Redis(connection_pool=pool)
-    # Also opens the connection: its handshake is not part of a poll.
+    client = counting_client(redis_server)
+    # The first poll on a broker loads the scripts; later polls find them cached.
+    read_queue_stats(client, queues, NOW)
     before = {command: calls(client, command) for command in READ_COMMANDS}
     CountingConnection.sent = 0
 
@@ -324,10 +338,25 @@ def test_one_poll_of_many_queues_is_one_round_trip(
 
     round_trips = CountingConnection.sent
     assert round_trips == 1
-    # Every list of every queue, both ends, and the unacked hash were read in that one round trip.
+    # One script call per queue and one for `unacked`, each reading every list on the broker.
     lists = len(sibling_keys("any")) * len(queues)
     read = {command: calls(client, command) - before[command] for command in READ_COMMANDS}
-    assert read == {"llen": lists, "lindex": 2 * lists, "hlen": 1, "hscan": 1}
+    assert read["evalsha"] == len(queues) + 1
+    assert (read["type"], read["hlen"], read["hscan"]) == (lists + 1, 1, 1)
     assert (sum(stats.waiting.values()), stats.in_flight) == (17, 3)
     assert stats.in_flight_by_queue == {queue: int(queue in queues[:9:3]) for queue in queues}
-    pool.disconnect()
+    client.connection_pool.disconnect()
+
+
+def test_a_broker_that_lost_its_scripts_is_read_after_loading_them_again(
+    redis_server: RedisServer, celery_app: Celery
+) -> None:
+    send(celery_app, "alpha", count=3)
+    client = redis_server.client()
+    read_queue_stats(client, ["alpha"], NOW)
+    # What a failover to a replica that never ran the scripts, or a restart, looks like.
+    client.script_flush()
+
+    stats = read_queue_stats(client, ["alpha"], NOW)
+
+    assert (stats.waiting, stats.in_flight, stats.problems) == ({"alpha": 3}, 0, ())

@@ -140,4 +140,14 @@ def test_the_model_reads_variables_by_their_names() -> None:
         "BROKER_PORT",
         "BROKER_AUTH_SECRET_ARN",
         "POLL_INTERVAL_S",
+        "WORKER_GROUPS",
     }
+
+
+def test_worker_groups_that_are_not_json_name_the_variable() -> None:
+    with pytest.raises(SettingsError, match="WORKER_GROUPS: not JSON"):
+        load_settings(with_(LOCAL, WORKER_GROUPS="[{oops"))
+
+
+def test_worker_groups_unset_start_no_workers() -> None:
+    assert load_settings(LOCAL).worker_groups == ()
