@@ -1,14 +1,18 @@
 """Choosing the broker node from the backlog it must hold.
 
-The model: every queued task costs `bytes_per_task` of broker memory. That figure comes from
-`bench/broker_memory.py`, which enqueues real Celery messages with varied, realistic arguments into a
-real redis-server configured like the stack's parameter group (see infra/broker/parameters.py), and
-measures used memory per task. The node must hold the predicted backlog plus headroom within its
-usable memory: `maxmemory` less ElastiCache's `reserved-memory-percent` (25 % by default, kept).
+The model: every queued task costs `bytes_per_task` of broker memory. The figure comes from the
+curve `bench/broker_memory.py` measures: real Celery messages of five realistic shapes, stock and
+as `celery_fleet.configure` sends them, in a real redis-server configured like the stack's parameter
+group (see infra/broker/parameters.py). A message's cost is a step function of its size (a list
+node holds 8 KB before compression, so one byte more can mean one message fewer per node), so the
+model takes the measured curve's upper envelope, interpolates, and adds a margin; it never predicts
+more than an uncompressed list costs. The node must hold the predicted backlog plus headroom within
+its usable memory: `maxmemory` less ElastiCache's `reserved-memory-percent` (25 % by default, kept).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -17,11 +21,33 @@ from infra.config import BrokerConfig
 GIB = 1024**3
 MIB = 1024**2
 
-# `python -m bench.broker_memory` (200,000 tasks, redis-server 7.0) with the stack's parameters
-# (list-compress-depth 1, default 8 KB list nodes): 520.1 B per task for messages of 1,290 B as stored,
-# against 1,373.5 B with Redis defaults. tests/bench checks the bench still agrees with these.
-MEASURED_MESSAGE_BYTES = 1290
-MEASURED_BYTES_PER_TASK = 521
+# (message bytes as stored, bytes per queued task) with the stack's parameters (list-compress-depth 1,
+# default 8 KB list nodes), from `python -m bench.broker_memory` (20,000 tasks per queue, redis-server
+# 7.0.15, 2026-12-02): each shape as configure sends it and as stock Celery does. tests/bench keeps
+# the model above what the bench measures now.
+MEASURED_CURVE: tuple[tuple[int, int], ...] = (
+    (646, 218),  # ids and a URL, configure
+    (725, 238),  # a uuid and a timestamp, configure
+    (738, 243),  # the bench's own shape, configure
+    (1098, 376),  # ids and a URL, stock Celery
+    (1260, 496),  # a uuid and a timestamp, stock Celery
+    (1290, 523),  # the bench's own shape, stock Celery
+    (1518, 623),  # a nested ~1 KB order, configure
+    (2339, 1208),  # a nested ~1 KB order, stock Celery
+    (4876, 2613),  # a 4 KB batch of readings, configure
+    (6734, 4156),  # a 4 KB batch of readings, stock Celery
+)
+# Above the interpolated curve: the steps between measured sizes reach about 20 % (issue 11 measured
+# 520 B at 1,326-byte messages and 624-630 B at 1,430-1,475 bytes).
+MARGIN_PERCENT = 20
+# An uncompressed list (Redis defaults) measured 1.054-1.072 x the message size over the same shapes;
+# Redis keeps a node uncompressed when LZF would not shrink it, so no list costs more than this.
+UNCOMPRESSED_RATIO = 1.08
+UNCOMPRESSED_EXTRA_BYTES = 16
+# `message_bytes` unset: the bench's own small-argument shape as `celery_fleet.configure` sends it.
+DEFAULT_MESSAGE_BYTES = 738
+# The same task as stock Celery sends it (base64 body, display reprs): for comparisons.
+STOCK_MESSAGE_BYTES = 1290
 
 # Memory the engine uses before any task is queued (kombu bindings, client buffers, replication
 # backlog of 1 MB by default, the engine's own structures), rounded up.
@@ -87,14 +113,35 @@ class SizingError(ValueError):
 
 
 def bytes_per_task(config: BrokerConfig) -> int:
-    """Broker memory per queued task: measured by the user, or scaled from our measurement."""
+    """Broker memory per queued task: measured by the user, or read off the measured curve."""
     if config.bytes_per_task is not None:
         return config.bytes_per_task
-    if config.message_bytes is None:
-        return MEASURED_BYTES_PER_TASK
-    # Compressed size grows with the message; scale the measured ratio, never below the raw per-entry
-    # overhead a list element costs.
-    return max(64, math.ceil(config.message_bytes * MEASURED_BYTES_PER_TASK / MEASURED_MESSAGE_BYTES))
+    return modelled_bytes_per_task(config.message_bytes or DEFAULT_MESSAGE_BYTES)
+
+
+def uncompressed_bytes_per_task(message_bytes: int) -> int:
+    """What one queued message costs in a list Redis does not compress (its defaults)."""
+    return math.ceil(message_bytes * UNCOMPRESSED_RATIO) + UNCOMPRESSED_EXTRA_BYTES
+
+
+def modelled_bytes_per_task(message_bytes: int) -> int:
+    """Bytes per queued task on the stack's list settings for messages of `message_bytes` as stored.
+
+    The measured curve's upper envelope (a larger message never costs less than a smaller one did),
+    interpolated linearly, plus MARGIN_PERCENT; beyond the largest measured size the uncompressed
+    cost; never above it.
+    """
+    points: list[tuple[int, int]] = []
+    for size, measured in sorted(MEASURED_CURVE):
+        points.append((size, max(measured, points[-1][1] if points else 0)))
+    if message_bytes > points[-1][0]:
+        return uncompressed_bytes_per_task(message_bytes)
+    cost = float(points[0][1])
+    for (size_a, cost_a), (size_b, cost_b) in itertools.pairwise(points):
+        if size_a <= message_bytes <= size_b:
+            cost = cost_a + (cost_b - cost_a) * (message_bytes - size_a) / (size_b - size_a)
+            break
+    return min(uncompressed_bytes_per_task(message_bytes), math.ceil(cost * (100 + MARGIN_PERCENT) / 100))
 
 
 def size_broker(config: BrokerConfig) -> BrokerSizing:

@@ -6,12 +6,15 @@ import pytest
 
 from infra.broker.sizing import (
     BASELINE_BYTES,
-    MEASURED_BYTES_PER_TASK,
-    MEASURED_MESSAGE_BYTES,
+    DEFAULT_MESSAGE_BYTES,
+    MARGIN_PERCENT,
+    MEASURED_CURVE,
     NODE_TYPES,
     SizingError,
     bytes_per_task,
+    modelled_bytes_per_task,
     size_broker,
+    uncompressed_bytes_per_task,
 )
 from infra.config import BrokerConfig
 
@@ -20,12 +23,36 @@ def _broker(**values: object) -> BrokerConfig:
     return BrokerConfig.model_validate({"backlog_tasks": 1_000_000, **values})
 
 
-def test_default_bytes_per_task_is_the_measured_figure() -> None:
-    assert bytes_per_task(_broker()) == MEASURED_BYTES_PER_TASK
+def test_default_is_a_small_task_as_configure_sends_it_within_300_bytes() -> None:
+    assert bytes_per_task(_broker()) == modelled_bytes_per_task(DEFAULT_MESSAGE_BYTES)
+    assert bytes_per_task(_broker()) <= 300
 
 
-def test_larger_messages_scale_the_measured_ratio() -> None:
-    assert bytes_per_task(_broker(message_bytes=2 * MEASURED_MESSAGE_BYTES)) == 2 * MEASURED_BYTES_PER_TASK
+@pytest.mark.parametrize(("message_bytes", "measured"), MEASURED_CURVE)
+def test_the_model_holds_every_measured_point_with_its_margin(message_bytes: int, measured: int) -> None:
+    assert modelled_bytes_per_task(message_bytes) >= min(
+        measured * (100 + MARGIN_PERCENT) / 100, uncompressed_bytes_per_task(message_bytes)
+    )
+
+
+def test_a_larger_message_never_costs_less() -> None:
+    costs = [modelled_bytes_per_task(size) for size in range(200, 12_000, 10)]
+    assert costs == sorted(costs)
+
+
+def test_between_measured_sizes_the_model_interpolates() -> None:
+    # Halfway between (1290, 523) and (1518, 623): 573 B, plus the 20 % margin.
+    assert modelled_bytes_per_task(1404) == 688
+
+
+def test_beyond_the_measured_curve_an_uncompressed_list_is_assumed() -> None:
+    largest = max(size for size, _ in MEASURED_CURVE)
+    assert modelled_bytes_per_task(largest + 1) == uncompressed_bytes_per_task(largest + 1)
+    assert uncompressed_bytes_per_task(10_000) == 10_816
+
+
+def test_a_declared_message_size_reads_the_curve() -> None:
+    assert bytes_per_task(_broker(message_bytes=1290)) == modelled_bytes_per_task(1290)
 
 
 def test_a_measured_bytes_per_task_overrides_the_model() -> None:

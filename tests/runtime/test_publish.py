@@ -43,8 +43,8 @@ def test_published_message_carries_its_send_time(redis_server: RedisServer) -> N
     assert before <= sent_at <= after
 
 
-def test_reprs_are_kept_whole_by_default(redis_server: RedisServer) -> None:
-    app = configured_app(redis_server)
+def test_reprs_are_kept_whole_when_asked_for(redis_server: RedisServer) -> None:
+    app = configured_app(redis_server, argument_reprs=True)
     app.send_task("sample.anything", args=["x" * 200], kwargs={"payload": "y" * 200})
     headers = stored_message(redis_server.client())["headers"]
     assert headers["argsrepr"] == repr(["x" * 200])
@@ -52,7 +52,7 @@ def test_reprs_are_kept_whole_by_default(redis_server: RedisServer) -> None:
 
 
 def test_reprs_are_cut_to_repr_max_chars(redis_server: RedisServer) -> None:
-    app = configured_app(redis_server, repr_max_chars=20)
+    app = configured_app(redis_server, argument_reprs=True, repr_max_chars=20)
     app.send_task("sample.anything", args=["x" * 200], kwargs={"payload": "y" * 200})
     message = stored_message(redis_server.client())
     assert message["headers"]["argsrepr"] == "['" + "x" * 15 + "..."
