@@ -6,7 +6,7 @@ import re
 
 from pydantic import Field, field_validator, model_validator
 
-from infra.config.base import ConfigModel
+from infra.config.base import ConfigModel, short
 from infra.config.common import RetentionDays
 
 # Deliberately loose: SNS checks deliverability itself (it mails a confirmation link). This only
@@ -37,7 +37,7 @@ class SlackChannelConfig(ConfigModel):
         # AWS::Chatbot::SlackChannelConfiguration's own pattern for SlackWorkspaceId.
         if not _SLACK_WORKSPACE.fullmatch(value):
             raise ValueError(
-                f"{value!r} is not a Slack workspace ID; expected uppercase letters and digits like "
+                f"{short(value)} is not a Slack workspace ID; expected uppercase letters and digits like "
                 "T0123ABCDE (AWS Chatbot console, Configured clients)"
             )
         return value
@@ -47,7 +47,7 @@ class SlackChannelConfig(ConfigModel):
     def _channel(cls, value: str) -> str:
         if not _SLACK_CHANNEL.fullmatch(value):
             raise ValueError(
-                f"{value!r} is not a Slack channel ID; expected letters and digits like C0123ABCDE "
+                f"{short(value)} is not a Slack channel ID; expected letters and digits like C0123ABCDE "
                 "(the ID from the channel's details, not its name)"
             )
         return value
@@ -66,6 +66,11 @@ class MonitoringConfig(ConfigModel):
 
     failed_tasks_retention_days: RetentionDays = Field(
         default=90, description="Days failed-task records (arguments, traceback) are kept."
+    )
+    keep_failed_messages: bool = Field(
+        default=True,
+        description="Keep each failed task's whole message (encrypted S3, failed_tasks_retention_days) so "
+        "`celery-fleet replay` can send it again; false keeps only the failure record.",
     )
     notify_emails: list[str] = Field(
         default_factory=list,
@@ -146,7 +151,7 @@ class MonitoringConfig(ConfigModel):
         ge=5,
         le=60,
         description="Page when tasks wait this long with no worker of their group running; scaling from "
-        "zero normally starts one within 2-4 minutes.",
+        "zero normally has one consuming within 3 minutes (`python -m tools.scaling_response` prints it).",
     )
     tasks_not_starting_minutes: int = Field(
         default=15,
@@ -169,12 +174,14 @@ class MonitoringConfig(ConfigModel):
         for email in emails:
             if not _EMAIL.fullmatch(email):
                 raise ValueError(
-                    f"{email!r} is not an email address; expected one address like name@example.com"
+                    f"{short(email)} is not an email address; expected one address like name@example.com"
                 )
         seen: set[str] = set()
         for email in emails:
             if email.lower() in seen:
-                raise ValueError(f"{email!r} is listed twice; SNS would mail it once anyway, list it once")
+                raise ValueError(
+                    f"{short(email)} is listed twice; SNS would mail it once anyway, list it once"
+                )
             seen.add(email.lower())
         return emails
 

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration
+from aws_cdk import ArnFormat, CfnElement, Duration, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_secretsmanager as secretsmanager
 from celery_fleet.contract.container import (
     BROKER_AUTH_TOKEN_ENV,
     BROKER_HOST_ENV,
     BROKER_PORT_ENV,
     FARGATE_MAX_STOP_TIMEOUT_S,
     MAX_TASK_RUNTIME_ENV,
+    SOFT_TIME_LIMIT_ENV,
+    TIME_LIMIT_ENV,
 )
+from celery_fleet.contract.task_events import EVENT_KEY_ENV
 from constructs import Construct
 
 from infra.broker import Broker
 from infra.config.workers import WorkerGroupConfig
-from infra.nag import acknowledge
+from infra.nag import acknowledge, arn_in_finding
 
 
 def worker_command(app_module: str, name: str, config: WorkerGroupConfig) -> list[str]:
@@ -43,6 +48,24 @@ def worker_command(app_module: str, name: str, config: WorkerGroupConfig) -> lis
     # Celery's event monitors. Task outcomes reach monitoring through celery_fleet's event lines.
     command += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
     return command
+
+
+def worker_environment(config: WorkerGroupConfig, *, longest_time_limit_s: int) -> dict[str, str]:
+    """The worker container's plain environment, broker location aside."""
+    environment = {
+        # SIGTERM starts Celery's cold shutdown with its soft-shutdown phase: running tasks get the
+        # soft-shutdown budget, then are requeued at once (billiard reads this at import).
+        "REMAP_SIGTERM": "SIGQUIT",
+        # The longest task any worker may run: celery_fleet derives the visibility timeout from it,
+        # so no running task is ever delivered twice.
+        MAX_TASK_RUNTIME_ENV: str(longest_time_limit_s),
+        # The same limits as the command line's, for the app: each task's own limit is what the pool
+        # applies at shutdown, so they must agree (celery_fleet.limits refuses to start otherwise).
+        TIME_LIMIT_ENV: str(config.time_limit_s),
+    }
+    if config.soft_time_limit_s is not None:
+        environment[SOFT_TIME_LIMIT_ENV] = str(config.soft_time_limit_s)
+    return environment
 
 
 class WorkerService(Construct):
@@ -94,12 +117,7 @@ class WorkerService(Construct):
             environment={
                 BROKER_HOST_ENV: broker.endpoint,
                 BROKER_PORT_ENV: str(broker.port),
-                # SIGTERM starts Celery's cold shutdown with its soft-shutdown phase: running tasks get
-                # the soft-shutdown budget, then are requeued at once (billiard reads this at import).
-                "REMAP_SIGTERM": "SIGQUIT",
-                # The longest task any worker may run: celery_fleet derives the visibility timeout
-                # from it, so no running task is ever delivered twice.
-                MAX_TASK_RUNTIME_ENV: str(longest_time_limit_s),
+                **worker_environment(config, longest_time_limit_s=longest_time_limit_s),
             },
             secrets={BROKER_AUTH_TOKEN_ENV: ecs.Secret.from_secrets_manager(broker.secret)},
             logging=ecs.LogDrivers.aws_logs(stream_prefix=name, log_group=log_group),
@@ -143,6 +161,7 @@ class WorkerService(Construct):
         )
         self.connections = self.service.connections
         broker.admit(self.service, f"Celery workers ({name})")
+        self._allow_scale_in_protection(cluster)
 
         if exec_enabled:
             acknowledge(
@@ -152,6 +171,33 @@ class WorkerService(Construct):
                 "no resource ARN.",
             )
         acknowledge_task_definition(self.task_definition)
+
+    def sign_task_events(self, key: secretsmanager.ISecret) -> None:
+        """Give the worker the stage's task-event signing key, as an ECS secret (the execution role
+        may read it; the value never appears in the task definition)."""
+        self.container.add_secret(EVENT_KEY_ENV, ecs.Secret.from_secrets_manager(key))
+
+    def _allow_scale_in_protection(self, cluster: ecs.ICluster) -> None:
+        # celery_fleet.protection protects the worker's own task through the ECS agent while it
+        # runs tasks; the agent calls UpdateTaskProtection with the task role.
+        tasks = Stack.of(self).format_arn(
+            service="ecs",
+            resource="task",
+            resource_name=f"{cluster.cluster_name}/*",
+            arn_format=ArnFormat.SLASH_RESOURCE_NAME,
+        )
+        self.task_definition.add_to_task_role_policy(
+            iam.PolicyStatement(actions=["ecs:UpdateTaskProtection"], resources=[tasks])
+        )
+        cluster_resource = cluster.node.default_child
+        assert isinstance(cluster_resource, CfnElement)
+        cluster_id = Stack.of(self).get_logical_id(cluster_resource)
+        acknowledge(
+            self.task_definition.task_role,
+            f"AwsSolutions-IAM5[Resource::{arn_in_finding(self, 'ecs', f'task/<{cluster_id}>/*')}]",
+            "A task's ID is known only once it runs: the grant names the tasks of this cluster, and the ECS "
+            "agent uses it for the worker's own task only (celery_fleet.protection).",
+        )
 
     def task_count_metric(self, name: str) -> cloudwatch.Metric:
         """RunningTaskCount, DesiredTaskCount or PendingTaskCount of this service, per minute, from
@@ -179,6 +225,6 @@ def acknowledge_task_definition(task_definition: ecs.FargateTaskDefinition) -> N
     acknowledge(
         task_definition,
         "AwsSolutions-ECS2",
-        "Only non-secret settings are environment variables (broker host and port, signal remap); the AUTH "
-        "token arrives as an ECS secret from Secrets Manager.",
+        "Only non-secret settings are environment variables (broker host and port, signal remap, time "
+        "limits); the AUTH token arrives as an ECS secret from Secrets Manager.",
     )

@@ -55,7 +55,11 @@ def test_broker_token_arrives_as_an_ecs_secret_never_as_plain_environment(prod: 
     for container in _containers(prod).values():
         names = {entry["Name"] for entry in container["Environment"]}
         assert "CELERY_FLEET_BROKER_AUTH_TOKEN" not in names
-        assert {s["Name"] for s in container["Secrets"]} == {"CELERY_FLEET_BROKER_AUTH_TOKEN"}
+        # With the task-event signing key, the only other secret a worker holds.
+        assert {s["Name"] for s in container["Secrets"]} == {
+            "CELERY_FLEET_BROKER_AUTH_TOKEN",
+            "CELERY_FLEET_TASK_EVENT_KEY",
+        }
         assert {"CELERY_FLEET_BROKER_HOST", "CELERY_FLEET_BROKER_PORT"} <= names
 
 
@@ -73,6 +77,16 @@ def test_visibility_timeout_input_is_the_longest_time_limit(prod: Synthesized) -
     longest = stage_config("prod").workers.longest_time_limit_s
     for container in _containers(prod).values():
         assert {"Name": "CELERY_FLEET_MAX_TASK_RUNTIME_S", "Value": str(longest)} in container["Environment"]
+
+
+def test_the_app_gets_the_same_time_limits_as_the_worker_command_line(prod: Synthesized) -> None:
+    # celery_fleet makes these the tasks' own limits, which the pool applies at shutdown.
+    for name, container in _containers(prod).items():
+        group = stage_config("prod").workers.groups[name]
+        environment = {entry["Name"]: entry["Value"] for entry in container["Environment"]}
+        assert f"--time-limit={environment['CELERY_FLEET_TIME_LIMIT_S']}" in container["Command"]
+        assert f"--soft-time-limit={environment['CELERY_FLEET_SOFT_TIME_LIMIT_S']}" in container["Command"]
+        assert environment["CELERY_FLEET_TIME_LIMIT_S"] == str(group.time_limit_s)
 
 
 def test_container_health_check_proves_the_worker_consumes(prod: Synthesized) -> None:

@@ -15,7 +15,10 @@ import pytest
 from tests.support.synth import ROOT, stage_config, synth
 
 STAGES = sorted(p.stem for p in (ROOT / "config").glob("*.toml"))
-PYTHON_SOURCES = ["app.py", "infra", "stacks", "lambdas", "runtime", "tests", "bench", "sample_app", "tools"]
+PYTHON_SOURCES = [
+    "app.py", "infra", "stacks", "lambdas", "runtime", "tests", "bench", "sample_app", "tools", "cli",
+    "rehearse",
+]  # fmt: skip
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
