@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import RemovalPolicy, Stack
+from aws_cdk import Annotations, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_elasticache as elasticache
 from aws_cdk import aws_logs as logs
@@ -182,3 +182,10 @@ class Broker(Construct):
         the stateless stack.
         """
         client.connections.allow_to_default_port(self.connections, description)
+        # The egress half of that rule is dropped on clients that already allow all outbound traffic
+        # (every client here); CDK warns about it at each synth, which would only be noise in review.
+        for group in client.connections.security_groups:
+            Annotations.of(group).acknowledge_warning(
+                "@aws-cdk/aws-ec2:ipv4IgnoreEgressRule",
+                "The client allows all outbound traffic; the broker's ingress rule is what admits it.",
+            )
