@@ -71,6 +71,16 @@ class GroupScaling:
     idle_period_s: int
     scale_out_cooldown_s: int
 
+    @property
+    def surplus_minutes(self) -> int:
+        """The surplus alarm's window in minutes (30 periods of 10 s or 5 of 60 s: 5)."""
+        return self.surplus_periods * self.surplus_period_s // 60
+
+    @property
+    def idle_minutes(self) -> int:
+        """The idle alarm's quiet period in minutes."""
+        return self.idle_periods * self.idle_period_s // 60
+
 
 def _resources(template: Template, kind: str) -> dict[str, Mapping[str, Any]]:
     return {key: value for key, value in template["Resources"].items() if value["Type"] == kind}
@@ -328,20 +338,21 @@ class _Fleet:
             wanted = math.ceil(self.history[-1][0] / group.backlog_per_task)
             if wanted > self.desired:
                 self.desired, self.last_out_at = min(group.max_tasks, wanted), now
-        window = self.history[-group.surplus_periods :]
+        # The simulation keeps one datapoint a minute; the alarms' windows are whole minutes.
+        window = self.history[-group.surplus_minutes :]
         surpluses = [
             r - max(group.min_tasks, math.ceil(w / group.backlog_per_task + f / group.processes))
             for w, f, r in window
         ]
         if (
-            len(window) == group.surplus_periods
+            len(window) == group.surplus_minutes
             and all(surplus >= 1 for surplus in surpluses)
             and now - self.last_surplus_at >= group.surplus_cooldown_s
         ):
             change = step_change(group.surplus_steps, surpluses[-1] - 1) or 0
             self.desired, self.last_surplus_at = max(self.minimum, self.desired + change), now
-        quiet = self.history[-group.idle_periods :]
-        if len(quiet) == group.idle_periods and all(w + f == 0 for w, f, _ in quiet):
+        quiet = self.history[-group.idle_minutes :]
+        if len(quiet) == group.idle_minutes and all(w + f == 0 for w, f, _ in quiet):
             self.desired = self.minimum
 
     def ecs(self, now: float) -> None:

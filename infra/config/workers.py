@@ -349,8 +349,8 @@ class WorkersConfig(ConfigModel):
     )
     high_resolution_metrics: bool = Field(
         default=False,
-        description="Publish queue metrics every 10 s instead of every minute: faster scale-out, 6x the "
-        "metric cost.",
+        description="Publish queue metrics every 10 s instead of every minute, and evaluate the scaling "
+        "alarms in 10 s periods: faster scale-out, 6x the metric cost, high-resolution alarm prices.",
     )
 
     @field_validator("groups")

@@ -143,7 +143,8 @@ class QueueDepthPublisher(Construct):
 
         Grants exactly that: reading the scalable targets, the services' counts and the idle alarms,
         and RegisterScalableTarget, which the code only calls with a minimum between min_tasks and
-        max_tasks.
+        max_tasks. The services' counts are also published at each poll (DesiredWorkers,
+        RunningWorkers per group), which the 10 s scaling alarms read.
         """
         if not groups:
             return

@@ -39,6 +39,14 @@ class QueueMetrics:
         """Tasks in flight from all of a worker group's queues (the publisher's per-group sum)."""
         return self._metric(queue_metrics.IN_FLIGHT_TASKS, group, dimension=queue_metrics.GROUP_DIMENSION)
 
+    def group_running(self, group: str) -> cloudwatch.Metric:
+        """Worker tasks running in a group's service, as the publisher read them from ECS at each poll."""
+        return self._metric(queue_metrics.RUNNING_WORKERS, group, dimension=queue_metrics.GROUP_DIMENSION)
+
+    def group_desired(self, group: str) -> cloudwatch.Metric:
+        """Worker tasks ECS is asked to run in a group's service (starting ones included), per poll."""
+        return self._metric(queue_metrics.DESIRED_WORKERS, group, dimension=queue_metrics.GROUP_DIMENSION)
+
     def waiting_while_no_worker(
         self, queues: list[str], running: cloudwatch.IMetric, *, label: str
     ) -> cloudwatch.MathExpression:
@@ -52,6 +60,26 @@ class QueueMetrics:
             using_metrics={**waiting, "running": running},
             label=label,
             period=MINUTE,
+        )
+
+    def group_waiting_while_none_asked_for(
+        self, group: str, *, period: Duration, label: str
+    ) -> cloudwatch.MathExpression:
+        """Tasks waiting in a group's queues in a `period` when its service neither runs nor is asked
+        to run a worker (the publisher's own counts, published at every poll, 0 included), else 0.
+
+        No FILL: a poll that could not read ECS leaves the period without a value, which scales
+        nothing, where a filled 0 would read as "no worker" and could set a starting fleet to fewer.
+        """
+        return cloudwatch.MathExpression(
+            expression="IF(desired + running < 1, w, 0)",
+            using_metrics={
+                "w": self.group_waiting(group).with_(period=period),
+                "desired": self.group_desired(group).with_(period=period),
+                "running": self.group_running(group).with_(period=period),
+            },
+            label=label,
+            period=period,
         )
 
     def _metric(

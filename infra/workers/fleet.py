@@ -62,7 +62,7 @@ class WorkerFleet(Construct):
             "Cluster",
             vpc=vpc,
             enable_fargate_capacity_providers=True,
-            # Always on: scaling reads RunningTaskCount from Container Insights.
+            # Always on: scaling reads RunningTaskCount from Container Insights (per-minute stages).
             container_insights_v2=ecs.ContainerInsights.ENABLED,
         )
         self.log_group = logs.LogGroup(
@@ -107,6 +107,7 @@ class WorkerFleet(Construct):
                 group_name=name,
                 config=group,
                 queue_metrics=queue_metrics,
+                high_resolution=config.high_resolution_metrics,
             )
 
         self.beat: ecs.FargateService | None = None

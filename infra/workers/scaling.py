@@ -4,11 +4,9 @@ Four pieces, each acting on signals from the queue-depth publisher:
 
 1. From zero. The publisher itself raises the group's minimum when tasks wait and no worker runs
    (lambdas/queue_depth/wake.py): within one poll of the first task, 10 s or 60 s. The fallback, if
-   that fails: an alarm on "tasks waiting while no worker task runs" (1 datapoint of 1 minute; it
-   reads Container Insights' per-minute RunningTaskCount, so it keeps 60 s periods even with
-   high-resolution queue metrics) sets the service to 1, 2 or 4 workers by backlog (exact capacity:
-   re-firing never adds more). Target tracking alone cannot do this: backlog per running task has
-   no value while none runs.
+   that fails: an alarm on "tasks waiting while no worker task runs" (1 datapoint of one period)
+   sets the service to 1, 2 or 4 workers by backlog (exact capacity: re-firing never adds more).
+   Target tracking alone cannot do this: backlog per running task has no value while none runs.
 2. Out, proportional. Target tracking on backlog per running task (waiting tasks of the group's
    queues divided by RunningTaskCount, metric math through the L1 policy since the L2 accepts no
    math) keeps about `backlog_per_task` waiting tasks per worker task. It only scales out.
@@ -19,6 +17,12 @@ Four pieces, each acting on signals from the queue-depth publisher:
    have tasks (celery_fleet.protection), so ECS stops idle workers only.
 4. Idle to min_tasks. An alarm on the group's own queues, waiting plus in flight, at 0 for
    `scale_in_quiet_minutes` consecutive minutes sets the service to `min_tasks`, a backstop of 3.
+
+Periods: with per-minute queue metrics the alarms read Container Insights' RunningTaskCount, per
+minute. With high-resolution metrics (polls every 10 s) they read the publisher's own worker counts
+(RunningWorkers, DesiredWorkers, from DescribeServices at each poll) and take 10 s periods, their
+windows the same in minutes (surplus 5 min = 30 periods, idle 15 min = 90). Target tracking stays
+per minute: its CloudFormation metric stat takes no period.
 
 Missing data never scales: a publisher that cannot reach the broker, or a poll that could not
 attribute in-flight tasks to queues, leaves the fleet as it is. `python -m tools.scaling_response`
@@ -32,11 +36,12 @@ from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_ecs as ecs
+from celery_fleet.contract import queue_metrics as queue_metrics_contract
 from constructs import Construct
 
 from infra.config.workers import WorkerGroupConfig
 from infra.queue_depth.construct import WakeTarget
-from infra.queue_depth.metrics import MINUTE, QueueMetrics
+from infra.queue_depth.metrics import QueueMetrics
 
 
 class BacklogScaling(Construct):
@@ -58,8 +63,12 @@ class BacklogScaling(Construct):
         group_name: str,
         config: WorkerGroupConfig,
         queue_metrics: QueueMetrics,
+        high_resolution: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
+        period_s = queue_metrics_contract.HIGH_RESOLUTION_PERIOD_S if high_resolution else 60
+        period = Duration.seconds(period_s)
+        per_minute = 60 // period_s
         # Built by hand rather than with service.auto_scale_task_count(): the step actions below need
         # the ScalableTarget itself, which ScalableTaskCount keeps private.
         self.target = appscaling.ScalableTarget(
@@ -74,7 +83,8 @@ class BacklogScaling(Construct):
         self.target.node.add_dependency(service)
 
         # 1. From zero. Exact capacity, not a change: the alarm stays in ALARM until a worker shows in
-        # Container Insights (30-90 s after start), and re-firing must not add more workers each time.
+        # Container Insights (30-90 s after start; at 10 s, until the next poll sees the desired count),
+        # and re-firing must not add more workers each time.
         self.scale_out_from_zero_alarm = cloudwatch.Alarm(
             self,
             "FromZeroAlarm",
@@ -83,7 +93,11 @@ class BacklogScaling(Construct):
                 "while none of its workers runs. Starts workers; target tracking takes over once they "
                 "run. Runbook: docs/runbooks.md#scaling-out-from-zero"
             ),
-            metric=queue_metrics.waiting_while_no_worker(
+            metric=queue_metrics.group_waiting_while_none_asked_for(
+                group_name, period=period, label="Tasks waiting with no worker running or asked for"
+            )
+            if high_resolution
+            else queue_metrics.waiting_while_no_worker(
                 config.queues, running_tasks, label="Tasks waiting with no worker running"
             ),
             threshold=0,
@@ -137,6 +151,7 @@ class BacklogScaling(Construct):
 
         # 4. Idle to min_tasks: the group's own queues, waiting and in flight.
         in_flight = {f"f{i}": queue_metrics.in_flight(queue) for i, queue in enumerate(config.queues)}
+        idle_figures = {key: metric.with_(period=period) for key, metric in {**waiting, **in_flight}.items()}
         quiet = config.scale_in_quiet_minutes
         self.idle_alarm = cloudwatch.Alarm(
             self,
@@ -148,14 +163,14 @@ class BacklogScaling(Construct):
             ),
             metric=cloudwatch.MathExpression(
                 expression=" + ".join([*waiting, *in_flight]),
-                using_metrics={**waiting, **in_flight},
+                using_metrics=idle_figures,
                 label="Tasks waiting or in flight",
-                period=MINUTE,
+                period=period,
             ),
             threshold=0,
             comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_OR_EQUAL_TO_THRESHOLD,
-            evaluation_periods=quiet,
-            datapoints_to_alarm=quiet,
+            evaluation_periods=quiet * per_minute,
+            datapoints_to_alarm=quiet * per_minute,
             # A gap in the data is not evidence of an empty queue.
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )
@@ -174,10 +189,16 @@ class BacklogScaling(Construct):
         # 3. In, proportional: about the surplus of running over needed workers, never below needed.
         # The group's sums, one metric each: per-queue metrics would pass an alarm's 10 for 5 queues.
         group_figures = {
-            "w": queue_metrics.group_waiting(group_name),
-            "f": queue_metrics.group_in_flight(group_name),
-            "running": running_tasks,
+            key: metric.with_(period=period)
+            for key, metric in {
+                "w": queue_metrics.group_waiting(group_name),
+                "f": queue_metrics.group_in_flight(group_name),
+                "running": queue_metrics.group_running(group_name) if high_resolution else running_tasks,
+            }.items()
         }
+        # Container Insights may publish nothing for a service with no task; the publisher's count is
+        # there at every poll it could read ECS, and a poll that could not must not read as 0 workers.
+        running = "running" if high_resolution else "FILL(running, 0)"
         needed = f"CEIL(w / {config.backlog_per_task} + f / {config.processes})"
         if config.min_tasks > 0:
             # At min_tasks there is nothing to remove: no surplus, so the alarm rests in OK.
@@ -192,15 +213,15 @@ class BacklogScaling(Construct):
                 "are protected. Runbook: docs/runbooks.md#scaling-in-when-idle"
             ),
             metric=cloudwatch.MathExpression(
-                expression=f"FILL(running, 0) - {needed}",
+                expression=f"{running} - {needed}",
                 using_metrics=group_figures,
                 label="Workers running beyond what the queues need",
-                period=MINUTE,
+                period=period,
             ),
             threshold=1,
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            evaluation_periods=SURPLUS_MINUTES,
-            datapoints_to_alarm=SURPLUS_MINUTES,
+            evaluation_periods=SURPLUS_MINUTES * per_minute,
+            datapoints_to_alarm=SURPLUS_MINUTES * per_minute,
             # No in-flight figures (more unacked than a poll reads) is no evidence of a surplus.
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )

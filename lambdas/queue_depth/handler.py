@@ -23,7 +23,9 @@ Environment (validated at cold start; a bad value fails the init with a message 
 Each poll reads every queue in one Redis round trip (broker-side scripts that return figures, never
 messages: queue_depth.scripts) and publishes in one PutMetricData call (more only past 1000 items):
 WaitingTasks, OldestWaitingTaskAge and InFlightTasks per queue, InFlightTasks once more without a
-dimension, broker-wide, and WaitingTasks and InFlightTasks per worker group of WORKER_GROUPS.
+dimension, broker-wide, and WaitingTasks and InFlightTasks per worker group of WORKER_GROUPS. Then,
+with WORKER_GROUPS, one DescribeServices call (per 10 services) and one more PutMetricData: each
+group's DesiredWorkers and RunningWorkers, at the same resolution (what the 10 s scaling alarms read).
 
 A broker that cannot be read, or answers too slowly to finish within the poll's slot: the poll
 publishes nothing (the metrics go missing rather than drop to zero), the error is logged, the
@@ -58,9 +60,19 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from .deadline import CONNECTION_CLASSES, Deadline
-from .logic import InvocationReport, KeyProblem, QueueStats, acquire_lease, release_lease, run_polls
+from .logic import (
+    InvocationReport,
+    KeyProblem,
+    QueueStats,
+    acquire_lease,
+    publish,
+    release_lease,
+    run_polls,
+    storage_resolution,
+    worker_metric_data,
+)
 from .settings import Settings, SettingsError, load_settings
-from .wake import wake
+from .wake import AWS_ERRORS, describe_services, wake, worker_counts
 
 # Each socket operation waits at most BROKER_TIMEOUT_S, or less when the poll interval is short, so
 # that a broker that does not answer fails the poll within half its slot, retries included
@@ -137,9 +149,35 @@ def _log_broker_error(polled_at: float, error: redis.RedisError) -> None:
     )
 
 
+def _publish_worker_counts(stats: QueueStats) -> dict[str, tuple[int, int, int]] | None:
+    """Publish each group's desired and running workers; the services' counts, None if unread."""
+    groups = settings.worker_groups
+    try:
+        services = describe_services(ecs, groups)
+    except AWS_ERRORS as error:
+        # Missing worker counts scale nothing: the scaling alarms treat missing data as not breaching.
+        logger.error("Could not read the worker groups' counts", extra={"error": _aws_error(error)})
+        return None
+    data = worker_metric_data(
+        worker_counts(groups, services),
+        stats.polled_at,
+        storage_resolution=storage_resolution(settings.poll_interval_s),
+    )
+    try:
+        publish(cloudwatch.put_metric_data, settings.metric_namespace, data)
+    except AWS_ERRORS as error:
+        logger.error("Could not publish the worker groups' counts", extra={"error": _aws_error(error)})
+    return services
+
+
+def _aws_error(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
 def _wake(stats: QueueStats) -> None:
     if not settings.worker_groups:
         return
+    services = _publish_worker_counts(stats)
     report = wake(
         settings.worker_groups,
         stats.waiting,
@@ -147,6 +185,7 @@ def _wake(stats: QueueStats) -> None:
         autoscaling=autoscaling,
         ecs=ecs,
         cloudwatch=cloudwatch,
+        services=services,
     )
     for group, minimum, reason in report.requests:
         logger.info(

@@ -31,10 +31,12 @@ from typing import Any
 
 import redis
 from celery_fleet.contract.queue_metrics import (
+    DESIRED_WORKERS,
     GROUP_DIMENSION,
     IN_FLIGHT_TASKS,
     OLDEST_TASK_AGE,
     QUEUE_DIMENSION,
+    RUNNING_WORKERS,
     WAITING_TASKS,
 )
 
@@ -298,6 +300,33 @@ def metric_data(
     return data
 
 
+def worker_metric_data(
+    counts: Mapping[str, tuple[int, int]], polled_at: float, *, storage_resolution: int
+) -> list[dict[str, Any]]:
+    """PutMetricData items of the worker groups' (desired, running) ECS counts at `polled_at`.
+
+    A group missing from `counts` (ECS did not describe its service) gets no point: missing data.
+    """
+    timestamp = datetime.fromtimestamp(polled_at, tz=UTC)
+    return [
+        {
+            "MetricName": name,
+            "Dimensions": [{"Name": GROUP_DIMENSION, "Value": group}],
+            "Timestamp": timestamp,
+            "Value": float(value),
+            "Unit": "Count",
+            "StorageResolution": storage_resolution,
+        }
+        for group, (desired, running) in counts.items()
+        for name, value in ((DESIRED_WORKERS, desired), (RUNNING_WORKERS, running))
+    ]
+
+
+def storage_resolution(interval_s: int) -> int:
+    """The StorageResolution of metrics polled every `interval_s`: high resolution below a minute."""
+    return STANDARD_RESOLUTION_S if interval_s >= STANDARD_RESOLUTION_S else HIGH_RESOLUTION_S
+
+
 def _item_bytes(datum: Mapping[str, Any]) -> int:
     # URL-encoding can triple a dimension value's UTF-8 bytes.
     dimension_bytes = sum(3 * len(str(d["Value"]).encode()) for d in datum.get("Dimensions", ()))
@@ -420,7 +449,7 @@ def run_polls(
     `after_poll` sees each poll's figures after they are published; `groups` adds per-group sums
     (see metric_data). CloudWatch errors are raised.
     """
-    resolution = STANDARD_RESOLUTION_S if interval_s >= STANDARD_RESOLUTION_S else HIGH_RESOLUTION_S
+    resolution = storage_resolution(interval_s)
     report = InvocationReport()
     planned = poll_times(clock(), interval_s)
     for index, planned_at in enumerate(planned):

@@ -123,9 +123,12 @@ def wake(
     autoscaling: Any,
     ecs: Any,
     cloudwatch: Any,
+    services: Mapping[str, tuple[int, int, int]] | None = None,
 ) -> WakeReport:
     """Look at every group once and raise or restore minimums as `decide` says.
 
+    `services`: the groups' ECS counts as `describe_services` read them in this poll, if it did
+    (the publisher reads them for its worker-count metrics); otherwise the candidates are read here.
     AWS errors are reported, never raised: the poll's metrics are already published, and the alarm
     path starts workers without this.
     """
@@ -141,7 +144,8 @@ def wake(
             and totals[group.name][0] is not None
             and ((totals[group.name][0] or 0) > 0 or targets[group.resource_id][0] > group.min_tasks)
         ]
-        services = _services(ecs, candidates)
+        if services is None:
+            services = describe_services(ecs, candidates)
         raised = [group for group in candidates if targets[group.resource_id][0] > group.min_tasks]
         alarms = _alarm_states(cloudwatch, [group.idle_alarm for group in raised])
     except AWS_ERRORS as error:
@@ -184,7 +188,9 @@ def _scalable_targets(autoscaling: Any, groups: Sequence[WakeGroup]) -> dict[str
     return found
 
 
-def _services(ecs: Any, groups: Sequence[WakeGroup]) -> dict[str, tuple[int, int, int]]:
+def describe_services(ecs: Any, groups: Sequence[WakeGroup]) -> dict[str, tuple[int, int, int]]:
+    """(desired, running, pending) of each group's ECS service, by service name and ARN; a service
+    ECS does not describe (deleted, renamed) is left out. AWS errors are raised."""
     found: dict[str, tuple[int, int, int]] = {}
     by_cluster: dict[str, list[str]] = {}
     for group in groups:
@@ -203,6 +209,17 @@ def _services(ecs: Any, groups: Sequence[WakeGroup]) -> dict[str, tuple[int, int
                 found[service["serviceName"]] = counts
                 found[service["serviceArn"]] = counts
     return found
+
+
+def worker_counts(
+    groups: Sequence[WakeGroup], services: Mapping[str, tuple[int, int, int]]
+) -> dict[str, tuple[int, int]]:
+    """(desired, running) by group name, for the groups whose service `services` holds."""
+    return {
+        group.name: (services[group.service][0], services[group.service][1])
+        for group in groups
+        if group.service in services
+    }
 
 
 def _alarm_states(cloudwatch: Any, names: Sequence[str]) -> dict[str, bool]:

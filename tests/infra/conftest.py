@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.synth import Synthesized, stage_config, synth
+from tests.support.synth import Synthesized, config_with, stage_config, synth
 
 
 @pytest.fixture(scope="session")
@@ -15,3 +15,10 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
 @pytest.fixture(scope="session")
 def prod(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     return synth(stage_config("prod"), tmp_path_factory.mktemp("cdk-prod"))
+
+
+@pytest.fixture(scope="session")
+def prod_high_resolution(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """prod with `workers.high_resolution_metrics` on: polls and scaling alarms every 10 s."""
+    config = config_with("prod", {"workers": {"high_resolution_metrics": True}})
+    return synth(config, tmp_path_factory.mktemp("cdk-prod-high-resolution"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from aws_cdk.assertions import Match
 from celery_fleet.contract import queue_metrics
 
@@ -220,3 +221,107 @@ def test_surplus_scale_in_changes_capacity_by_its_steps_with_a_cooldown(prod: Sy
             ),
         },
     )
+
+
+def _metric_stats(alarm: dict[str, Any]) -> list[dict[str, Any]]:
+    return [m["MetricStat"] for m in alarm["Metrics"] if "MetricStat" in m]
+
+
+def test_high_resolution_scaling_alarms_read_every_metric_in_ten_second_periods(
+    prod_high_resolution: Synthesized,
+) -> None:
+    alarms = _alarms(prod_high_resolution, "Scaling signal")
+    # From zero, surplus and idle for each of prod's two groups.
+    assert len(alarms) == 6
+    for alarm in alarms:
+        assert {stat["Period"] for stat in _metric_stats(alarm)} == {10}
+
+
+def test_per_minute_scaling_alarms_keep_sixty_second_periods(prod: Synthesized) -> None:
+    for alarm in _alarms(prod, "Scaling signal"):
+        assert {stat["Period"] for stat in _metric_stats(alarm)} == {60}
+
+
+@pytest.mark.parametrize(
+    ("marker", "periods"),
+    [
+        ("while none of its workers runs", 1),
+        ("more workers than its queues need", 30),
+        ("have been empty", 90),
+    ],
+    ids=["from-zero: first period", "surplus: 5 minutes", "idle: 15 minutes"],
+)
+def test_high_resolution_alarm_windows_keep_their_wall_clock_length(
+    prod_high_resolution: Synthesized, marker: str, periods: int
+) -> None:
+    alarms = _alarms(prod_high_resolution, marker)
+    assert len(alarms) == 2
+    for alarm in alarms:
+        assert alarm["EvaluationPeriods"] == periods
+        assert alarm.get("DatapointsToAlarm", 1) == periods
+        assert alarm["TreatMissingData"] == "notBreaching"
+
+
+def _read(alarm: dict[str, Any]) -> dict[str, tuple[str, list[dict[str, str]]]]:
+    return {
+        m["Id"]: (m["MetricStat"]["Metric"]["MetricName"], m["MetricStat"]["Metric"]["Dimensions"])
+        for m in alarm["Metrics"]
+        if "MetricStat" in m
+    }
+
+
+def test_high_resolution_surplus_alarm_reads_the_publishers_running_workers(
+    prod_high_resolution: Synthesized,
+) -> None:
+    for alarm in _alarms(prod_high_resolution, "more workers than its queues need"):
+        name, dimensions = _read(alarm)["running"]
+        assert name == queue_metrics.RUNNING_WORKERS
+        assert dimensions[0]["Name"] == queue_metrics.GROUP_DIMENSION
+        expression = next(m["Expression"] for m in alarm["Metrics"] if "Expression" in m)
+        # A poll that could not read ECS has no count: never filled in as 0 workers.
+        assert expression.startswith("running - ")
+
+
+def test_high_resolution_from_zero_alarm_fires_only_when_no_worker_runs_or_is_asked_for(
+    prod_high_resolution: Synthesized,
+) -> None:
+    for alarm in _alarms(prod_high_resolution, "while none of its workers runs"):
+        read = _read(alarm)
+        assert {name for name, _ in read.values()} == {
+            queue_metrics.WAITING_TASKS,
+            queue_metrics.DESIRED_WORKERS,
+            queue_metrics.RUNNING_WORKERS,
+        }
+        assert {dimensions[0]["Name"] for _, dimensions in read.values()} == {queue_metrics.GROUP_DIMENSION}
+        expression = next(m["Expression"] for m in alarm["Metrics"] if "Expression" in m)
+        assert expression == "IF(desired + running < 1, w, 0)"
+
+
+def test_high_resolution_worker_counts_are_read_where_the_publisher_writes_them(
+    prod_high_resolution: Synthesized,
+) -> None:
+    template = prod_high_resolution.template("stateless")
+    publisher = next(
+        f["Properties"]
+        for f in template.find_resources("AWS::Lambda::Function").values()
+        if f["Properties"].get("Handler") == "queue_depth.handler.handler"
+    )
+    variables = publisher["Environment"]["Variables"]
+    # The groups the publisher describes and counts, every poll.
+    published_groups = {group["name"] for group in json.loads(_joined(variables["WORKER_GROUPS"]))}
+    counts = [
+        stat["Metric"]
+        for alarm in _alarms(prod_high_resolution, "Scaling signal")
+        for stat in _metric_stats(alarm)
+        if stat["Metric"]["MetricName"] in {queue_metrics.RUNNING_WORKERS, queue_metrics.DESIRED_WORKERS}
+    ]
+    assert len(counts) == 6
+    assert {metric["Namespace"] for metric in counts} == {variables["METRIC_NAMESPACE"]}
+    assert {metric["Dimensions"][0]["Value"] for metric in counts} == published_groups == {"default", "bulk"}
+
+
+def _joined(value: Any) -> str:
+    """A template string, or its Fn::Join with each token (a value inside quotes) as a placeholder."""
+    if isinstance(value, str):
+        return value
+    return "".join(part if isinstance(part, str) else "token" for part in value["Fn::Join"][1])

@@ -8,11 +8,10 @@ them, with ECS stopping only workers that hold no scale-in protection.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 
-from tests.support.synth import Synthesized, config_with, synth
+from tests.support.synth import Synthesized
 from tools.scaling_response import GroupScaling, Simulation, groups_from_template, response, simulate
 
 TASK_S = 2.0
@@ -99,11 +98,27 @@ def test_the_printed_response_meets_issue_10s_goal_at_one_minute_resolution(
     assert response(groups[name]).first_request_worst_s <= 70
 
 
-def test_the_printed_response_meets_issue_10s_goal_at_ten_second_resolution(tmp_path: Path) -> None:
-    config = config_with("prod", {"workers": {"high_resolution_metrics": True}})
-    template = synth(config, tmp_path, nag=False).template("stateless").to_json()
+def test_the_printed_response_meets_issue_10s_goal_at_ten_second_resolution(
+    prod_high_resolution: Synthesized,
+) -> None:
+    template = prod_high_resolution.template("stateless").to_json()
 
     for group in groups_from_template(template):
         assert group.poll_interval_s == 10
         # At most 20 s from the first queued task to the first scaling request.
         assert response(group).first_request_worst_s <= 20
+
+
+def test_ten_second_alarm_windows_simulate_as_the_same_minutes(
+    groups: dict[str, GroupScaling], prod_high_resolution: Synthesized
+) -> None:
+    template = prod_high_resolution.template("stateless").to_json()
+    for fast in groups_from_template(template):
+        slow = groups[fast.name]
+        assert (fast.surplus_period_s, fast.idle_period_s) == (10, 10)
+        assert (fast.surplus_minutes, fast.idle_minutes) == (slow.surplus_minutes, slow.idle_minutes)
+        trace = [200_000] + [60] * 89
+        assert (
+            simulate(fast, trace, task_s=TASK_S).steps[-1].running
+            == simulate(slow, trace, task_s=TASK_S).steps[-1].running
+        )

@@ -31,6 +31,13 @@ IN_FLIGHT_TASKS = "InFlightTasks"
 # scaling alarm reads one metric per figure whatever the number of queues (an alarm's math takes at
 # most 10 metrics). No group point when a queue of the group had no figure in that poll.
 GROUP_DIMENSION = "WorkerGroup"
+# Worker tasks of a group's ECS service as DescribeServices gives them at each poll (GROUP_DIMENSION
+# only): running, and desired (what ECS is asked to run, starting tasks included). Published on every
+# poll, 0 included, at the poll's resolution, so that the scaling alarms can take 10 s periods, which
+# Container Insights' per-minute RunningTaskCount cannot feed. No point when ECS could not be read:
+# missing data, never a zero.
+RUNNING_WORKERS = "RunningWorkers"
+DESIRED_WORKERS = "DesiredWorkers"
 
 # Seconds between two polls when the stage asks for high-resolution metrics.
 HIGH_RESOLUTION_PERIOD_S = 10

@@ -15,7 +15,14 @@ import pytest
 from celery import Celery
 from queue_depth.wake import GroupState, WakeGroup, decide, wake
 
-from tests.lambdas.queue_depth.conftest import NAMESPACE, REGION, FakeLambdaContext, send
+from tests.lambdas.queue_depth.conftest import (
+    NAMESPACE,
+    REGION,
+    FakeLambdaContext,
+    observe_put_metric_data,
+    published,
+    send,
+)
 from tests.support.redis_server import RedisServer
 
 ColdStart = Callable[[Mapping[str, str]], ModuleType]
@@ -227,3 +234,104 @@ def test_the_handler_starts_workers_after_publishing_a_poll(
         Statistics=["Maximum"],
     )["Datapoints"]
     assert [point["Maximum"] for point in group_waiting] == [3.0]
+
+
+def _worker_counts(cloudwatch: Any, group_name: str = "default") -> dict[str, list[float]]:
+    """What CloudWatch (moto) holds of the group's DesiredWorkers and RunningWorkers, by name."""
+    counts = {}
+    for name in ("DesiredWorkers", "RunningWorkers"):
+        points = cloudwatch.get_metric_statistics(
+            Namespace=NAMESPACE,
+            MetricName=name,
+            Dimensions=[{"Name": "WorkerGroup", "Value": group_name}],
+            StartTime=datetime.now(UTC) - timedelta(hours=1),
+            EndTime=datetime.now(UTC) + timedelta(hours=1),
+            Period=60,
+            Statistics=["Maximum"],
+        )["Datapoints"]
+        counts[name] = [point["Maximum"] for point in points]
+    return counts
+
+
+def _environment(redis_server: RedisServer, *groups: WakeGroup) -> dict[str, str]:
+    return {
+        "QUEUES": "alpha,beta",
+        "METRIC_NAMESPACE": NAMESPACE,
+        "BROKER_URL": redis_server.url,
+        "WORKER_GROUPS": json.dumps([g.model_dump(mode="json") for g in groups or (group(),)]),
+    }
+
+
+def test_every_poll_publishes_each_groups_desired_and_running_workers(
+    redis_server: RedisServer,
+    celery_app: Celery,
+    fleet: Aws,
+    cold_start: ColdStart,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # moto reports this many running tasks for a service created while it is set.
+    monkeypatch.setenv("MOTO_ECS_SERVICE_RUNNING", "2")
+    fleet.ecs.create_service(
+        cluster=CLUSTER, serviceName="busy-workers", taskDefinition="worker", desiredCount=3
+    )
+    busy = group(name="busy", queues=("beta",), service="busy-workers")
+    module = cold_start(_environment(redis_server, group(queues=("alpha",)), busy))
+
+    result = module.handler({}, FakeLambdaContext())
+
+    assert result["published_polls"] == 1
+    # Nothing waits, nobody runs: the idle group's counts are published as zeros, not left out.
+    assert _worker_counts(fleet.cloudwatch) == {"DesiredWorkers": [0.0], "RunningWorkers": [0.0]}
+    assert _worker_counts(fleet.cloudwatch, "busy") == {"DesiredWorkers": [3.0], "RunningWorkers": [2.0]}
+
+
+def test_worker_counts_are_high_resolution_when_the_stage_polls_every_ten_seconds(
+    redis_server: RedisServer, fleet: Aws, cold_start: ColdStart
+) -> None:
+    module = cold_start({**_environment(redis_server), "POLL_INTERVAL_S": "10"})
+    requests = observe_put_metric_data(module.cloudwatch)
+
+    # Only the first of the invocation's six polls: no time is left past the finish margin.
+    module.handler({}, FakeLambdaContext(remaining_ms=int(module.FINISH_MARGIN_S * 1000)))
+
+    counts = [
+        datum
+        for request in requests.requests
+        for datum in request["MetricData"]
+        if datum["MetricName"] in {"DesiredWorkers", "RunningWorkers"}
+    ]
+    assert sorted(datum["MetricName"] for datum in counts) == ["DesiredWorkers", "RunningWorkers"]
+    assert {datum["StorageResolution"] for datum in counts} == {1}
+    assert counts[0]["Dimensions"] == [{"Name": "WorkerGroup", "Value": "default"}]
+
+
+def test_a_group_whose_service_ecs_does_not_describe_gets_no_worker_counts(
+    redis_server: RedisServer, fleet: Aws, cold_start: ColdStart
+) -> None:
+    gone = group(name="gone", queues=("beta",), service="no-such-service")
+    module = cold_start(_environment(redis_server, group(queues=("alpha",)), gone))
+
+    module.handler({}, FakeLambdaContext())
+
+    # Missing data, never a zero: a zero would read as "no worker" to the from-zero alarm.
+    assert _worker_counts(fleet.cloudwatch, "gone") == {"DesiredWorkers": [], "RunningWorkers": []}
+    assert _worker_counts(fleet.cloudwatch) == {"DesiredWorkers": [0.0], "RunningWorkers": [0.0]}
+
+
+def test_an_ecs_error_leaves_the_worker_counts_out_and_the_queue_metrics_published(
+    redis_server: RedisServer,
+    celery_app: Celery,
+    fleet: Aws,
+    cold_start: ColdStart,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    send(celery_app, "alpha", count=2)
+    module = cold_start(_environment(redis_server))
+    # An ECS endpoint where the cluster does not exist: DescribeServices fails with a ClientError.
+    monkeypatch.setattr(module, "ecs", boto3.client("ecs", region_name="us-east-1"))
+
+    result = module.handler({}, FakeLambdaContext())
+
+    assert result["published_polls"] == 1
+    assert _worker_counts(fleet.cloudwatch) == {"DesiredWorkers": [], "RunningWorkers": []}
+    assert published(fleet.cloudwatch)[("WaitingTasks", "alpha")].maximum == 2.0
