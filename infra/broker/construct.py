@@ -5,6 +5,7 @@ from __future__ import annotations
 from aws_cdk import Annotations, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_elasticache as elasticache
+from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
@@ -173,6 +174,22 @@ class Broker(Construct):
                 "The default port hides nothing from a client inside the VPC; access is limited by "
                 "the security group, TLS and the AUTH token. Set broker.port to change it.",
             )
+
+    def lambda_environment(self) -> dict[str, str]:
+        """What a Lambda in the VPC needs to reach the broker: endpoint, port and the AUTH token's secret.
+
+        Pair it with `connect_function`, which lets the function read that secret and reach the port.
+        """
+        return {
+            "BROKER_HOST": self.endpoint,
+            "BROKER_PORT": str(self.port),
+            "BROKER_AUTH_SECRET_ARN": self.secret.secret_arn,
+        }
+
+    def connect_function(self, function: lambda_.Function, description: str) -> None:
+        """Let `function` read the AUTH token and reach the broker port (see `admit`)."""
+        self.secret.grant_read(function)
+        self.admit(function, description)
 
     def admit(self, client: ec2.IConnectable, description: str) -> None:
         """Allow `client` to reach the broker port.

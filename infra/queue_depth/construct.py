@@ -91,15 +91,12 @@ class QueueDepthPublisher(Construct):
             environment={
                 "QUEUES": ",".join(queues),
                 "METRIC_NAMESPACE": namespace,
-                "BROKER_HOST": broker.endpoint,
-                "BROKER_PORT": str(broker.port),
-                "BROKER_AUTH_SECRET_ARN": broker.secret.secret_arn,
+                **broker.lambda_environment(),
                 "POLL_INTERVAL_S": str(poll_interval_s),
                 "POWERTOOLS_SERVICE_NAME": "queue-depth-publisher",
             },
         )
-        broker.secret.grant_read(self.function)
-        broker.admit(self.function, "Queue-depth publisher")
+        broker.connect_function(self.function, "Queue-depth publisher")
         self.function.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["cloudwatch:PutMetricData"],

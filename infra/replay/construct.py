@@ -97,14 +97,11 @@ class FailedMessageReplay(Construct):
             log_group=function_log_group(self, "Logs", retention_days=log_retention_days),
             environment={
                 "FAILED_MESSAGES_BUCKET": self.bucket.bucket_name,
-                "BROKER_HOST": broker.endpoint,
-                "BROKER_PORT": str(broker.port),
-                "BROKER_AUTH_SECRET_ARN": broker.secret.secret_arn,
+                **broker.lambda_environment(),
                 "POWERTOOLS_SERVICE_NAME": "replay",
             },
         )
-        broker.secret.grant_read(self.function)
-        broker.admit(self.function, "Failed-task replay")
+        broker.connect_function(self.function, "Failed-task replay")
         role = self.function.role
         assert role is not None
         self.bucket.grant_read(self.function, f"{km.MESSAGES_PREFIX}*")
