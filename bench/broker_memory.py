@@ -17,7 +17,10 @@ timestamp; the bench's own mixed shape; a nested ~1 KB payload; a 4 KB payload):
 * does the same with the message bodies alone (the serialized arguments as configure's messages
   carry them) on the stack's settings: the envelope's overhead is configure's bytes per task minus
   that figure. List compression cannot shrink moderately random payloads much, so for the larger
-  shapes the overhead is the figure to compare, not the total.
+  shapes the overhead is the figure to compare, not the total;
+* reads how many tasks share each list node (``DEBUG OBJECT``, allowed on loopback only): Redis
+  compresses one node (at most 8 KB before compression) at a time, so that count explains most of
+  the difference between bodies alone and whole messages.
 
 Run from the repository root:
 ``python -m bench.broker_memory [--tasks N] [--sample S] [--shape NAME] [--json]``.
@@ -235,7 +238,10 @@ def build_app(broker_url: str, producer: str) -> tuple[Celery, Any]:
 @contextmanager
 def redis_server(binary: str, settings: Mapping[str, int]) -> Iterator[redis.Redis]:
     """A throwaway redis-server on loopback with nothing persisted, stopped on exit."""
-    with RedisServer({name: str(value) for name, value in settings.items()}, binary=binary) as server:
+    # DEBUG OBJECT (loopback only) reports how many tasks share each list node: Redis compresses a
+    # node at a time, so that count explains most of the difference between shapes.
+    directives = {name: str(value) for name, value in settings.items()} | {"enable-debug-command": "local"}
+    with RedisServer(directives, binary=binary) as server:
         client = server.client()
         try:
             yield client
@@ -335,9 +341,12 @@ def measure_queue(client: redis.Redis, messages: Sequence[bytes], tasks: int) ->
     if length != tasks:
         raise RuntimeError(f"queue holds {length} messages, expected {tasks}")
     delta = after - before
+    layout = cast("dict[str, Any]", client.debug_object(QUEUE))
     client.flushall()
     return {
         "used_memory_delta": delta,
+        "list_nodes": int(layout["ql_nodes"]),
+        "tasks_per_node": tasks / int(layout["ql_nodes"]),
         "bytes_per_task": delta / tasks,
         "projected_gib": delta / tasks * PROJECTION_TASKS / 2**30,
     }
@@ -488,6 +497,17 @@ def format_report(report: Mapping[str, Any]) -> str:
             + " ".join(f"{cell:>18,.1f}" for cell in cells)
             + f" {shape['overhead_bytes']:>9,.1f}  {shape['goal']}: {shape['goal_figure']:,.1f} {verdict}"
         )
+    lines += [
+        "",
+        "tasks per list node on the stack's settings (Redis compresses a node at a time, and a node "
+        "holds at most 8 KB before compression):",
+        f"{'shape':<16} {'celery':>8} {'configure':>10} {'bodies':>8}",
+    ]
+    for name, shape in report["shapes"].items():
+        per_node = [
+            shape["results"][kind]["stack"]["tasks_per_node"] for kind in ("celery", "configure", "bodies")
+        ]
+        lines.append(f"{name:<16} {per_node[0]:>8.1f} {per_node[1]:>10.1f} {per_node[2]:>8.1f}")
     lines += ["", f"GiB per {report['projection_tasks']:,} tasks:", header.rsplit(" overhead", 1)[0]]
     for name, shape in report["shapes"].items():
         cells = [shape["results"][producer][setting]["projected_gib"] for producer, setting in ROWS]

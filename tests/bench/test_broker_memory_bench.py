@@ -75,6 +75,17 @@ def test_figures_point_the_right_way(report: dict[str, Any]) -> None:
         )
 
 
+def test_each_queue_reports_how_many_tasks_share_a_list_node(report: dict[str, Any]) -> None:
+    for name, shape in report["shapes"].items():
+        for producer, setting in broker_memory.ROWS:
+            result = shape["results"][producer][setting]
+            assert result["list_nodes"] >= 1, (name, producer, setting)
+            assert result["tasks_per_node"] == pytest.approx(SMALL_QUEUE / result["list_nodes"])
+        stack = {kind: shape["results"][kind]["stack"]["tasks_per_node"] for kind in ("configure", "bodies")}
+        # A body alone is smaller than the message that carries it, so at least as many fit a node.
+        assert stack["bodies"] >= stack["configure"], name
+
+
 def test_the_sizing_model_is_above_every_measured_shape(report: dict[str, Any]) -> None:
     for name, shape in report["shapes"].items():
         for producer in broker_memory.PRODUCERS:
@@ -96,11 +107,13 @@ def test_main_prints_the_table_with_the_goals(capsys: pytest.CaptureFixture[str]
     )
     out = capsys.readouterr().out
     assert "the other 400 per queue repeat those stored messages in order" in out
-    assert out.count("bench ") == 2
-    assert out.count("nested_1kb ") == 2
+    # One row per shape in each of the three tables: bytes, tasks per list node, GiB.
+    assert out.count("bench ") == 3
+    assert out.count("nested_1kb ") == 3
     assert "<= 250 B/task" in out
     assert "overhead <= 120 B" in out
     assert "GiB per 1,000,000 tasks" in out
+    assert "tasks per list node on the stack's settings" in out
 
 
 def _fleet_handlers() -> list[Any]:
