@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from celery_fleet.contract import queue_depth_env, task_events_env, worker_env
+
 from rehearse import iam
 from rehearse.agent import Agent
 from rehearse.assembly import ACCOUNT, REGION, Assembly, AssemblyError, Physical, Stack
@@ -291,7 +293,7 @@ class Rehearsal:
         """Run each scheduled function once (its schedule's tick) and compare with the broker."""
         assert self.cloud is not None
         for function, schedule in self.scheduled():
-            queues = [q for q in function.environment.get("QUEUES", "").split(",") if q]
+            queues = [q for q in function.environment.get(queue_depth_env.QUEUES, "").split(",") if q]
             depths, in_flight = self.queue_depths(queues)
             started = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
             invocation = self.invoke(
@@ -302,7 +304,7 @@ class Rehearsal:
                     f"publisher {label}", False, f"{function.name} ({schedule}) failed: {invocation.error}"
                 )
                 continue
-            namespace = function.environment.get("METRIC_NAMESPACE", "")
+            namespace = function.environment.get(queue_depth_env.METRIC_NAMESPACE, "")
             published = {q: self._latest(namespace, "WaitingTasks", {"Queue": q}, started) for q in queues}
             flight = self._latest(namespace, "InFlightTasks", {}, started)
             ok = published == {q: float(d) for q, d in depths.items()} and flight == float(in_flight)
@@ -372,7 +374,7 @@ class Rehearsal:
             statements, _ = self._role_statements(owner, role)
             cluster = str(self.assembly.resolve(owner, props.get("Cluster"))).rsplit("/", 1)[-1]
             task.arn = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/{cluster}/{task.task_id}"
-            task.env["ECS_AGENT_URI"] = self.agent.register(task.task_id, task.arn, statements)
+            task.env[worker_env.ECS_AGENT_URI_ENV] = self.agent.register(task.task_id, task.arn, statements)
             task.start()
             stack.callback(task.kill)
             self.tasks[logical] = task
@@ -518,7 +520,12 @@ class Rehearsal:
 
     def wait_drained(self, expected_events: int) -> None:
         queues = sorted(
-            {q for f, _ in self.scheduled() for q in f.environment.get("QUEUES", "").split(",") if q}
+            {
+                q
+                for f, _ in self.scheduled()
+                for q in f.environment.get(queue_depth_env.QUEUES, "").split(",")
+                if q
+            }
         )
         started = time.monotonic()
         deadline = started + max(self.options.drain_timeout_s, self.options.min_uptime_s)
@@ -649,7 +656,7 @@ class Rehearsal:
             if p["DestinationArn"].get("Fn::GetAtt", [""])[0] in self.functions
         ]
         for function in ingesters:
-            namespace = function.environment.get("METRIC_NAMESPACE", "")
+            namespace = function.environment.get(task_events_env.METRIC_NAMESPACE, "")
             metrics = self.cloud.metrics(namespace)
             for outcome, metric in (("succeeded", "Succeeded"), ("failed", "Failed"), ("retried", "Retried")):
                 published: Counter[str] = Counter()
@@ -785,9 +792,10 @@ class Rehearsal:
         """Every metric of the stage's namespaces an alarm, scaling policy or dashboard reads was put."""
         assert self.cloud is not None
         namespaces = {
-            f.environment["METRIC_NAMESPACE"]
+            # The publishers' and the ingesters' namespace: both Lambdas read it under the same name.
+            f.environment[queue_depth_env.METRIC_NAMESPACE]
             for f in self.functions.values()
-            if "METRIC_NAMESPACE" in f.environment
+            if queue_depth_env.METRIC_NAMESPACE in f.environment
         }
         wanted: dict[tuple[str, str, frozenset[tuple[str, str]]], set[str]] = {}
         for stack in self.assembly.stacks.values():
@@ -954,7 +962,7 @@ def _run(run: Rehearsal, stack: ExitStack) -> None:
     image = build_image(context, dockerfile, image_root, run.python_bin, platform=platform)
     env = {
         **os.environ,
-        "CELERY_FLEET_BROKER_URL": url,
+        worker_env.BROKER_URL_ENV: url,
         "SSL_CERT_FILE": str(run.ca_file),
         "PYTHONPATH": ":".join(
             [image.remap(image.env.get("PYTHONPATH", image.workdir)), *image.python_paths]

@@ -87,11 +87,8 @@ class StatelessStack(Stack):
             "Monitoring",
             stage=config.name,
             config=config.monitoring,
-            namespace=namespace,
             broker=broker,
-            broker_replicas=config.broker.replicas,
             fleet=self.fleet,
-            groups=config.workers.groups,
             publisher=self.queue_depth,
             ingester=self.task_events,
         )
@@ -101,7 +98,7 @@ class StatelessStack(Stack):
         """What `celery-fleet` reads to find the stage's resources (celery_fleet_cli.aws.load_stage)."""
         outputs = {
             "MetricNamespace": (
-                queue_metrics.namespace(config.name),
+                self.queue_depth.metrics.namespace,
                 "CloudWatch namespace of the stage's metrics",
             ),
             "Queues": (",".join(config.workers.queues), "Celery queues the stage's workers consume"),

@@ -1,8 +1,9 @@
 """The alarm inventory, docs/alarms.md, generated from the synthesized templates of every stage.
 
 `python -m tools.alarm_inventory` synthesizes each config/*.toml stage as `cdk synth` does and
-writes one table per stage: every alarm's logical ID, severity, signal, condition, evaluation window,
-missing-data handling, actions and runbook section. tests/docs fails when the committed file differs,
+writes the kinds of alarm that page (from `infra.monitoring.runbooks.PAGES`), then one table per
+stage: every alarm's logical ID, severity, signal, condition, evaluation window, missing-data
+handling, actions and runbook section. tests/docs fails when the committed file differs,
 so a pull request that changes an alarm shows the change in docs/alarms.md too.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 from aws_cdk import App
 
 from infra.config import load_stage_config
+from infra.monitoring.runbooks import PAGES
 from stacks.stage import build_stage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +70,11 @@ def render(templates: Mapping[str, Mapping[str, Template]]) -> str:
         "ALARM and OK. **scaling** alarms drive worker scaling and notify nobody. Logical IDs are the",
         "alarms' names in the CloudFormation stack; the console shows them as",
         "`<stack>-<logical id>-<suffix>`.",
+        "",
+        "The kinds of alarm that page, whatever the stage (`PAGES` in infra/monitoring/runbooks.py, the one",
+        "list that decides it): "
+        + ", ".join(f"[{page.value}](runbooks.md#{page.value})" for page in PAGES)
+        + ".",
     ]
     for stage, stacks in templates.items():
         lines += ["", f"## Stage `{stage}`"]

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from celery_fleet.contract import queue_metrics, task_metrics
+from celery_fleet.contract import queue_depth_env, queue_metrics, task_metrics
 from celery_fleet.contract.task_events import MAX_LINE_BYTES
 
 from infra.broker.sizing import STOCK_MESSAGE_BYTES, SizingError, size_broker, uncompressed_bytes_per_task
@@ -516,7 +516,7 @@ class _Estimator:
 
     def _polls_per_invocation(self) -> float:
         for props in self.resources.of_type("AWS::Lambda::Function").values():
-            interval = props.get("Environment", {}).get("Variables", {}).get("POLL_INTERVAL_S")
+            interval = props.get("Environment", {}).get("Variables", {}).get(queue_depth_env.POLL_INTERVAL_S)
             if isinstance(interval, str) and interval.replace(".", "", 1).isdigit() and float(interval) > 0:
                 return max(1.0, 60 / float(interval))
         return 1.0

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from celery_fleet.contract import queue_depth_env
+
 ROOT = Path(__file__).resolve().parents[1]
 FARGATE_START_S = 60.0
 FARGATE_START_WORST_S = 90.0
@@ -123,8 +125,8 @@ def groups_from_template(template: Template) -> list[GroupScaling]:
         f for f in functions.values() if f["Properties"].get("Handler") == "queue_depth.handler.handler"
     )
     variables = publisher["Properties"]["Environment"]["Variables"]
-    poll_interval_s = int(variables.get("POLL_INTERVAL_S", "60"))
-    wakes = json.dumps(variables.get("WORKER_GROUPS", ""))
+    poll_interval_s = int(variables.get(queue_depth_env.POLL_INTERVAL_S, "60"))
+    wakes = json.dumps(variables.get(queue_depth_env.WORKER_GROUPS, ""))
     policies = _resources(template, "AWS::ApplicationAutoScaling::ScalingPolicy")
     targets = _resources(template, "AWS::ApplicationAutoScaling::ScalableTarget")
     alarms: dict[str, dict[str, Mapping[str, Any]]] = {}

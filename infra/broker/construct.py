@@ -8,8 +8,10 @@ from aws_cdk import aws_elasticache as elasticache
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
+from celery_fleet.contract import broker_access_env
 from constructs import Construct
 
+from infra.broker.metrics import BrokerMetrics
 from infra.broker.parameters import parameter_group_family, parameter_values
 from infra.broker.sizing import BrokerSizing
 from infra.config import BrokerConfig
@@ -33,7 +35,10 @@ class Broker(Construct):
         endpoint: the primary endpoint address (follows failover).
         port: the broker port, as a number.
         secret: the AUTH token; grant read access to whoever connects.
-        replication_group: the L1 resource, for metrics and escape hatches.
+        replication_group: the L1 resource, for escape hatches.
+        node_type: the nodes' type, as sized.
+        metrics: the nodes' CloudWatch metrics (memory, connections, evictions, ...) and the node
+            type's maxclients, for alarms and dashboards.
     """
 
     def __init__(
@@ -117,6 +122,7 @@ class Broker(Construct):
         )
 
         snapshots = config.snapshot_retention_days > 0
+        nodes = 1 + config.replicas
         self.replication_group = elasticache.CfnReplicationGroup(
             self,
             "ReplicationGroup",
@@ -124,7 +130,7 @@ class Broker(Construct):
             engine=config.engine,
             engine_version=config.engine_version,
             cache_node_type=sizing.node_type,
-            num_cache_clusters=1 + config.replicas,
+            num_cache_clusters=nodes,
             automatic_failover_enabled=config.multi_az,
             multi_az_enabled=config.multi_az,
             cache_parameter_group_name=parameter_group.ref,
@@ -158,6 +164,11 @@ class Broker(Construct):
 
         self.endpoint = self.replication_group.attr_primary_end_point_address
         self.node_type = sizing.node_type
+        self.metrics = BrokerMetrics(
+            replication_group_id=self.replication_group.ref,
+            nodes=nodes,
+            node_type=sizing.node_type,
+        )
 
         if config.multi_az is False:
             acknowledge(
@@ -181,9 +192,9 @@ class Broker(Construct):
         Pair it with `connect_function`, which lets the function read that secret and reach the port.
         """
         return {
-            "BROKER_HOST": self.endpoint,
-            "BROKER_PORT": str(self.port),
-            "BROKER_AUTH_SECRET_ARN": self.secret.secret_arn,
+            broker_access_env.BROKER_HOST: self.endpoint,
+            broker_access_env.BROKER_PORT: str(self.port),
+            broker_access_env.BROKER_AUTH_SECRET_ARN: self.secret.secret_arn,
         }
 
     def connect_function(self, function: lambda_.Function, description: str) -> None:

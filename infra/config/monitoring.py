@@ -58,10 +58,10 @@ class MonitoringConfig(ConfigModel):
 
     By default failed-task records (arguments, traceback) are kept 90 days in their own log group; every
     stage gets a KMS-encrypted SNS topic, its alarms and a dashboard, but no subscriber: add
-    `notify_emails` or `slack`. Paging alarms (broker memory critical, evictions, late tasks, backlog
-    without workers, queue metrics missing, failure rate) reach the topic once per incident through one
-    composite alarm; warnings reach it directly. Each threshold below says why its default is what it
-    is; docs/alarms.md lists every alarm as deployed, docs/runbooks.md says what to do.
+    `notify_emails` or `slack`. Paging alarms (docs/alarms.md lists which they are) reach the topic
+    once per incident through one composite alarm; warnings reach it directly. Each threshold below
+    says why its default is what it is; docs/alarms.md lists every alarm as deployed,
+    docs/runbooks.md says what to do.
     """
 
     failed_tasks_retention_days: RetentionDays = Field(

@@ -2,27 +2,16 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
-
-from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from infra.monitoring.runbooks import Runbook, runbook_link
+from infra.metric_math import check_alarm_metrics
+from infra.monitoring.runbooks import Runbook, Severity, runbook_link, severity_of
 
-# CloudWatch refuses an alarm whose metric math reads more than 10 metrics.
-MAX_METRICS_PER_ALARM = 10
 # CloudWatch's limit on AlarmDescription.
 MAX_DESCRIPTION_CHARS = 1024
-
-
-class Severity(StrEnum):
-    """PAGE: someone acts now, through the composite alarm. WARNING: someone looks today."""
-
-    PAGE = "page"
-    WARNING = "warning"
 
 
 def describe(*, severity: Severity, stage: str, what: str, first_check: str, runbook: Runbook) -> str:
@@ -38,8 +27,10 @@ class AlarmBook:
     """Creates the stage's alarms and keeps them by severity.
 
     Every alarm gets an explicit missing-data treatment (required here, never CloudWatch's default)
-    and a description from `describe`. Warnings notify the topic on ALARM and on OK; pages carry no
-    action of their own: the composite alarm built from `pages` notifies once per incident.
+    and a description from `describe`; its severity is its runbook's (`runbooks.PAGES` lists the
+    kinds that page). Warnings notify the topic on ALARM and on OK; pages carry no action of their
+    own: the composite alarm built from `pages` notifies once per incident. An alarm that reads more
+    metrics than CloudWatch accepts is refused here, at synth, by its construct path.
     """
 
     def __init__(self, *, stage: str, topic: sns.ITopic) -> None:
@@ -53,7 +44,6 @@ class AlarmBook:
         scope: Construct,
         construct_id: str,
         *,
-        severity: Severity,
         metric: cloudwatch.IMetric,
         threshold: float,
         comparison: cloudwatch.ComparisonOperator,
@@ -64,6 +54,8 @@ class AlarmBook:
         runbook: Runbook,
         datapoints_to_alarm: int | None = None,
     ) -> cloudwatch.Alarm:
+        check_alarm_metrics(f"{scope.node.path}/{construct_id}", metric)
+        level = severity_of(runbook)
         alarm = cloudwatch.Alarm(
             scope,
             construct_id,
@@ -74,10 +66,10 @@ class AlarmBook:
             datapoints_to_alarm=datapoints_to_alarm,
             treat_missing_data=missing,
             alarm_description=describe(
-                severity=severity, stage=self.stage, what=what, first_check=first_check, runbook=runbook
+                severity=level, stage=self.stage, what=what, first_check=first_check, runbook=runbook
             ),
         )
-        if severity is Severity.PAGE:
+        if level is Severity.PAGE:
             self.pages.append(alarm)
         else:
             action = cw_actions.SnsAction(self.topic)
@@ -105,23 +97,3 @@ class AlarmBook:
         composite.add_alarm_action(action)
         composite.add_ok_action(action)
         return composite
-
-
-def max_of(metrics: list[cloudwatch.IMetric], *, label: str, period: Duration) -> cloudwatch.IMetric:
-    """The highest of several time series at each timestamp (the metric itself when there is one)."""
-    if len(metrics) == 1:
-        return metrics[0]
-    ids = {f"m{i}": metric for i, metric in enumerate(metrics)}
-    return cloudwatch.MathExpression(
-        expression=f"MAX([{', '.join(ids)}])", using_metrics=ids, label=label, period=period
-    )
-
-
-def sum_of(metrics: list[cloudwatch.IMetric], *, label: str, period: Duration) -> cloudwatch.IMetric:
-    """The sum of several counts, a missing count read as 0 (the metric itself when there is one)."""
-    if len(metrics) == 1:
-        return metrics[0]
-    ids = {f"m{i}": metric for i, metric in enumerate(metrics)}
-    return cloudwatch.MathExpression(
-        expression=" + ".join(f"FILL({key}, 0)" for key in ids), using_metrics=ids, label=label, period=period
-    )

@@ -8,7 +8,6 @@ from constructs import Construct
 
 from infra.broker import Broker
 from infra.config.monitoring import MonitoringConfig
-from infra.config.workers import WorkerGroupConfig
 from infra.monitoring.alarms import AlarmBook
 from infra.monitoring.broker_alarms import BrokerAlarms
 from infra.monitoring.dashboard import FleetDashboard
@@ -24,11 +23,15 @@ from infra.workers import WorkerFleet
 class Monitoring(Construct):
     """Alarms a person can act on, the topic that carries them, and the stage's dashboard.
 
-    Two severities. Pages (broker memory critical, evictions, late tasks, backlog without workers,
-    queue metrics missing, failure rate) have no action of their own: they feed one composite alarm,
-    the only paging notification, so one incident pages once however many signals it trips. Warnings
-    notify the topic directly, on ALARM and on OK. Every description says what is wrong, the first
-    thing to check and its section of docs/runbooks.md.
+    Two severities, decided by each alarm's runbook section. Pages (the sections listed in
+    `infra.monitoring.runbooks.PAGES`, and in docs/alarms.md) have no action of their own: they feed
+    one composite alarm, the only paging notification, so one incident pages once however many
+    signals it trips. Warnings notify the topic directly, on ALARM and on OK. Every description says
+    what is wrong, the first thing to check and its section of docs/runbooks.md.
+
+    It takes the monitored constructs and reads everything else from them: the broker's node metrics
+    and node type, the queue and task metrics (and so the stage's namespace), the worker groups and
+    their services. The alarm groups and the dashboard receive those metric objects.
 
     Attributes:
         notifications: the alarm topic (`notifications.topic`) and its key and subscribers.
@@ -45,11 +48,8 @@ class Monitoring(Construct):
         *,
         stage: str,
         config: MonitoringConfig,
-        namespace: str,
         broker: Broker,
-        broker_replicas: int,
         fleet: WorkerFleet,
-        groups: dict[str, WorkerGroupConfig],
         publisher: QueueDepthPublisher,
         ingester: TaskEventIngester,
     ) -> None:
@@ -59,29 +59,26 @@ class Monitoring(Construct):
         )
         self.book = AlarmBook(stage=stage, topic=self.notifications.topic)
 
-        self.broker = BrokerAlarms(
-            self, "Broker", book=self.book, broker=broker, replicas=broker_replicas, config=config
-        )
+        self.broker = BrokerAlarms(self, "Broker", book=self.book, metrics=broker.metrics, config=config)
         self.queues = QueueAlarms(
             self,
             "Queues",
             book=self.book,
-            publisher=publisher,
-            fleet=fleet,
-            groups=groups,
+            metrics=publisher.metrics,
+            workers=fleet.services,
+            publisher=publisher.function,
             config=config,
         )
         self.workers = WorkerAlarms(
-            self,
-            "Workers",
-            book=self.book,
-            fleet=fleet,
-            groups=groups,
-            namespace=namespace,
-            config=config,
+            self, "Workers", book=self.book, tasks=ingester.metrics, workers=fleet.services, config=config
         )
         self.pipeline = PipelineAlarms(
-            self, "Pipeline", book=self.book, ingester=ingester, namespace=namespace
+            self,
+            "Pipeline",
+            book=self.book,
+            tasks=ingester.metrics,
+            ingester=ingester.function,
+            on_failure_queue=ingester.on_failure_queue,
         )
         self.paging = self.book.composite(self, "Paging")
 
@@ -90,13 +87,15 @@ class Monitoring(Construct):
             self,
             "Dashboard",
             stage=stage,
-            namespace=namespace,
             alarms=alarms,
-            broker=self.broker,
-            fleet=fleet,
-            groups=groups,
-            publisher=publisher,
-            ingester=ingester,
+            broker=broker.metrics,
+            queues=publisher.metrics,
+            tasks=ingester.metrics,
+            workers=fleet.services,
+            publisher=publisher.function,
+            ingester=ingester.function,
+            on_failure_queue=ingester.on_failure_queue,
+            failed_tasks=ingester.failed_tasks,
             config=config,
         ).dashboard
 

@@ -2,30 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from aws_cdk import Aws, Duration, Fn
 from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
 from celery_fleet.contract import task_metrics
 from constructs import Construct
 
+from infra.broker.metrics import (
+    AUTHENTICATION_FAILURES,
+    CONNECTIONS,
+    ENGINE_CPU,
+    EVICTIONS,
+    MEMORY,
+    REPLICATION_LAG,
+    BrokerMetrics,
+)
 from infra.config.monitoring import MonitoringConfig
-from infra.config.workers import WorkerGroupConfig
-from infra.monitoring.broker_alarms import BrokerAlarms
-from infra.monitoring.queue_alarms import desired_tasks, running_tasks
-from infra.monitoring.worker_alarms import failure_rate
-from infra.queue_depth import QueueDepthPublisher
-from infra.task_events import TaskEventIngester
+from infra.queue_depth.metrics import QueueMetrics
 from infra.task_events.construct import QUERIES
-from infra.workers import WorkerFleet
+from infra.task_events.metrics import OUTCOMES, TaskMetrics
+from infra.workers import WorkerService
 
 MINUTE = Duration.minutes(1)
-OUTCOMES = tuple(task_metrics.COUNT_BY_EVENT.values())
 PERCENTILES = ("p50", "p90", "p99")
-
-
-def search(namespace: str, dimensions: tuple[str, ...], metric_name: str, statistic: str) -> str:
-    """A SEARCH over every series of `metric_name` with exactly `dimensions` (e.g. one per task name)."""
-    schema = ",".join([f'"{namespace}"', *dimensions])
-    return f"SEARCH('{{{schema}}} MetricName=\"{metric_name}\"', '{statistic}', 60)"
 
 
 class FleetDashboard(Construct):
@@ -33,6 +36,9 @@ class FleetDashboard(Construct):
 
     Task names are not known at synth, so per-task graphs are SEARCH expressions over the TaskName
     dimension: a new task appears on the dashboard with its first event.
+
+    Every graph reads a metric object: the broker's, the queues', the tasks', the worker services',
+    the two Lambdas' and the on-failure queue's.
 
     Attributes:
         dashboard: the CloudWatch dashboard.
@@ -44,13 +50,15 @@ class FleetDashboard(Construct):
         construct_id: str,
         *,
         stage: str,
-        namespace: str,
         alarms: list[cloudwatch.IAlarm],
-        broker: BrokerAlarms,
-        fleet: WorkerFleet,
-        groups: dict[str, WorkerGroupConfig],
-        publisher: QueueDepthPublisher,
-        ingester: TaskEventIngester,
+        broker: BrokerMetrics,
+        queues: QueueMetrics,
+        tasks: TaskMetrics,
+        workers: Mapping[str, WorkerService],
+        publisher: lambda_.IFunction,
+        ingester: lambda_.IFunction,
+        on_failure_queue: sqs.IQueue,
+        failed_tasks: logs.ILogGroup,
         config: MonitoringConfig,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -63,7 +71,8 @@ class FleetDashboard(Construct):
             dashboard_name=Fn.join("-", ["celery-fleet", stage, Aws.REGION]),
             default_interval=Duration.hours(3),
         )
-        queues = [queue for group in groups.values() for queue in group.queues]
+        groups = {name: worker.config for name, worker in workers.items()}
+        all_queues = [queue for group in groups.values() for queue in group.queues]
         self.dashboard.add_widgets(
             cloudwatch.TextWidget(
                 markdown=(
@@ -98,13 +107,13 @@ class FleetDashboard(Construct):
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(
                 title="Waiting tasks per queue",
-                left=[publisher.metrics.waiting(queue) for queue in queues],
-                right=[publisher.metrics.in_flight().with_(label="In flight (all queues)")],
+                left=[queues.waiting(queue) for queue in all_queues],
+                right=[queues.in_flight().with_(label="In flight (all queues)")],
                 width=12,
             ),
             cloudwatch.GraphWidget(
                 title="Oldest waiting task age per queue (s)",
-                left=[publisher.metrics.oldest_age(queue) for queue in queues],
+                left=[queues.oldest_age(queue) for queue in all_queues],
                 left_annotations=slo_lines,
                 width=12,
             ),
@@ -114,21 +123,14 @@ class FleetDashboard(Construct):
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(
                 title="Task outcomes per minute (all queues)",
-                left=[
-                    cloudwatch.MathExpression(
-                        expression=f"SUM({search(namespace, ('Queue',), outcome, 'Sum')})",
-                        label=outcome,
-                        period=MINUTE,
-                    )
-                    for outcome in OUTCOMES
-                ],
+                left=[tasks.outcome_all_queues(outcome) for outcome in OUTCOMES],
                 width=12,
             ),
             cloudwatch.GraphWidget(
                 title="Failed tasks, % of finished, per worker group (5 minutes)",
                 left=[
-                    failure_rate(
-                        namespace, run, min_tasks=1, label=f"{name} ({', '.join(run)})", id_prefix=f"r{n}"
+                    tasks.failure_rate(
+                        run, min_tasks=1, label=f"{name} ({', '.join(run)})", id_prefix=f"r{n}"
                     )
                     for n, (name, run) in enumerate((name, group.queues) for name, group in groups.items())
                 ],
@@ -146,13 +148,7 @@ class FleetDashboard(Construct):
                 *(
                     cloudwatch.GraphWidget(
                         title=f"{title} {percentile} per task (s)",
-                        left=[
-                            cloudwatch.MathExpression(
-                                expression=search(namespace, ("TaskName", "Queue"), metric_name, percentile),
-                                label="",
-                                period=MINUTE,
-                            )
-                        ],
+                        left=[tasks.duration_per_task(metric_name, percentile)],
                         width=8,
                     )
                     for percentile in PERCENTILES
@@ -163,7 +159,7 @@ class FleetDashboard(Construct):
         self.dashboard.add_widgets(
             cloudwatch.LogQueryWidget(
                 title="Top failure fingerprints (task, exception, innermost frame of your code)",
-                log_group_names=[ingester.failed_tasks.log_group_name],
+                log_group_names=[failed_tasks.log_group_name],
                 query_string=QUERIES["top-failure-fingerprints"][1].replace("limit 50", "limit 10"),
                 view=cloudwatch.LogQueryVisualizationType.TABLE,
                 width=24,
@@ -173,9 +169,9 @@ class FleetDashboard(Construct):
 
         # Workers.
         running_vs_desired: list[cloudwatch.IMetric] = []
-        for name in fleet.services:
-            running_vs_desired.append(running_tasks(fleet, name).with_(label=f"{name} running"))
-            running_vs_desired.append(desired_tasks(fleet, name).with_(label=f"{name} desired"))
+        for name, worker in workers.items():
+            running_vs_desired.append(worker.running_tasks().with_(label=f"{name} running"))
+            running_vs_desired.append(worker.desired_tasks().with_(label=f"{name} desired"))
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(
                 title="Worker tasks: running vs desired",
@@ -186,7 +182,7 @@ class FleetDashboard(Construct):
                 title="Worker CPU % (average per group)",
                 left=[
                     worker.service.metric_cpu_utilization(period=MINUTE, label=name)
-                    for name, worker in fleet.services.items()
+                    for name, worker in workers.items()
                 ],
                 left_annotations=[
                     cloudwatch.HorizontalAnnotation(value=config.worker_cpu_percent, label="warn")
@@ -197,7 +193,7 @@ class FleetDashboard(Construct):
                 title="Worker memory % (fullest task per group)",
                 left=[
                     worker.service.metric_memory_utilization(period=MINUTE, statistic="Maximum", label=name)
-                    for name, worker in fleet.services.items()
+                    for name, worker in workers.items()
                 ],
                 left_annotations=[
                     cloudwatch.HorizontalAnnotation(value=config.worker_memory_percent, label="warn")
@@ -207,17 +203,11 @@ class FleetDashboard(Construct):
         )
 
         # Broker, per node.
-        def per_node(metric_name: str, statistic: str) -> list[cloudwatch.IMetric]:
-            return [
-                broker.node_metric(metric_name, node_id, statistic, MINUTE).with_(label=f"node {n:03d}")
-                for n, node_id in enumerate(broker.node_ids, start=1)
-            ]
-
         limit = broker.maxclients
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(
                 title="Broker memory, % of usable",
-                left=per_node("DatabaseMemoryUsagePercentage", "Maximum"),
+                left=broker.per_node(MEMORY),
                 left_annotations=[
                     cloudwatch.HorizontalAnnotation(value=config.broker_memory_warning_percent, label="warn"),
                     cloudwatch.HorizontalAnnotation(value=config.broker_memory_page_percent, label="page"),
@@ -227,7 +217,7 @@ class FleetDashboard(Construct):
             ),
             cloudwatch.GraphWidget(
                 title="Broker engine CPU %",
-                left=per_node("EngineCPUUtilization", "Average"),
+                left=broker.per_node(ENGINE_CPU),
                 left_annotations=[
                     cloudwatch.HorizontalAnnotation(value=config.broker_cpu_percent, label="warn")
                 ],
@@ -235,7 +225,7 @@ class FleetDashboard(Construct):
             ),
             cloudwatch.GraphWidget(
                 title=f"Broker connections (maxclients {limit:,})",
-                left=per_node("CurrConnections", "Maximum"),
+                left=broker.per_node(CONNECTIONS),
                 left_annotations=[
                     cloudwatch.HorizontalAnnotation(
                         value=limit * config.broker_connections_percent // 100, label="warn"
@@ -247,13 +237,13 @@ class FleetDashboard(Construct):
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(
                 title="Broker evictions and authentication failures",
-                left=per_node("Evictions", "Sum"),
-                right=per_node("AuthenticationFailures", "Sum"),
+                left=broker.per_node(EVICTIONS),
+                right=broker.per_node(AUTHENTICATION_FAILURES),
                 width=12,
             ),
             cloudwatch.GraphWidget(
                 title="Broker replication lag (s)",
-                left=per_node("ReplicationLag", "Maximum"),
+                left=broker.per_node(REPLICATION_LAG),
                 width=12,
             ),
         )
@@ -263,48 +253,34 @@ class FleetDashboard(Construct):
             cloudwatch.GraphWidget(
                 title="Queue-depth publisher",
                 left=[
-                    publisher.function.metric_invocations(period=MINUTE, statistic="Sum"),
-                    publisher.function.metric_errors(period=MINUTE, statistic="Sum"),
+                    publisher.metric_invocations(period=MINUTE, statistic="Sum"),
+                    publisher.metric_errors(period=MINUTE, statistic="Sum"),
                 ],
-                right=[publisher.function.metric_duration(period=MINUTE, statistic="Maximum")],
+                right=[publisher.metric_duration(period=MINUTE, statistic="Maximum")],
                 width=8,
             ),
             cloudwatch.GraphWidget(
                 title="Task-event ingester",
                 left=[
-                    ingester.function.metric_invocations(period=MINUTE, statistic="Sum"),
-                    ingester.function.metric_errors(period=MINUTE, statistic="Sum"),
-                    ingester.function.metric_throttles(period=MINUTE, statistic="Sum"),
+                    ingester.metric_invocations(period=MINUTE, statistic="Sum"),
+                    ingester.metric_errors(period=MINUTE, statistic="Sum"),
+                    ingester.metric_throttles(period=MINUTE, statistic="Sum"),
                 ],
-                right=[ingester.function.metric_duration(period=MINUTE, statistic="p99")],
+                right=[ingester.metric_duration(period=MINUTE, statistic="p99")],
                 width=8,
             ),
             cloudwatch.GraphWidget(
                 title="Task events lost or unreadable",
                 left=[
-                    ingester.on_failure_queue.metric_approximate_number_of_messages_visible(
+                    on_failure_queue.metric_approximate_number_of_messages_visible(
                         period=MINUTE, statistic="Maximum", label="On-failure queue"
                     ),
-                    cloudwatch.Metric(
-                        namespace=namespace,
-                        metric_name=task_metrics.MALFORMED_EVENTS,
-                        statistic="Sum",
-                        period=MINUTE,
-                        label="Malformed lines",
+                    tasks.pipeline(task_metrics.MALFORMED_EVENTS, period=MINUTE, label="Malformed lines"),
+                    tasks.pipeline(
+                        task_metrics.FORGED_EVENTS, period=MINUTE, label="Forged lines (no valid signature)"
                     ),
-                    cloudwatch.Metric(
-                        namespace=namespace,
-                        metric_name=task_metrics.FORGED_EVENTS,
-                        statistic="Sum",
-                        period=MINUTE,
-                        label="Forged lines (no valid signature)",
-                    ),
-                    cloudwatch.Metric(
-                        namespace=namespace,
-                        metric_name=task_metrics.FAILURE_RECORDS_DROPPED,
-                        statistic="Sum",
-                        period=MINUTE,
-                        label="Failure records dropped",
+                    tasks.pipeline(
+                        task_metrics.FAILURE_RECORDS_DROPPED, period=MINUTE, label="Failure records dropped"
                     ),
                 ],
                 width=8,

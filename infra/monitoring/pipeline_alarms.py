@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sqs as sqs
 from celery_fleet.contract import task_metrics
 from constructs import Construct
 
-from infra.monitoring.alarms import AlarmBook, Severity
+from infra.monitoring.alarms import AlarmBook
 from infra.monitoring.runbooks import Runbook
-from infra.task_events import TaskEventIngester
+from infra.task_events.metrics import TaskMetrics
 
 _GT = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD
 # The Lambda and the queue publish nothing while idle: no data is no failure.
@@ -30,15 +32,15 @@ class PipelineAlarms(Construct):
         construct_id: str,
         *,
         book: AlarmBook,
-        ingester: TaskEventIngester,
-        namespace: str,
+        tasks: TaskMetrics,
+        ingester: lambda_.IFunction,
+        on_failure_queue: sqs.IQueue,
     ) -> None:
         super().__init__(scope, construct_id)
         self.errors = book.add(
             self,
             "IngestErrors",
-            severity=Severity.WARNING,
-            metric=ingester.function.metric_errors(period=WINDOW, statistic="Sum"),
+            metric=ingester.metric_errors(period=WINDOW, statistic="Sum"),
             threshold=0,
             comparison=_GT,
             # Two windows of three: a single CloudWatch Logs hiccup is retried away.
@@ -53,8 +55,7 @@ class PipelineAlarms(Construct):
         self.throttles = book.add(
             self,
             "IngestThrottles",
-            severity=Severity.WARNING,
-            metric=ingester.function.metric_throttles(period=WINDOW, statistic="Sum"),
+            metric=ingester.metric_throttles(period=WINDOW, statistic="Sum"),
             threshold=0,
             comparison=_GT,
             # Throttled log deliveries are retried by Lambda for hours; 15 minutes of it is a limit, not
@@ -69,8 +70,7 @@ class PipelineAlarms(Construct):
         self.dead_letters = book.add(
             self,
             "IngestDeadLetters",
-            severity=Severity.WARNING,
-            metric=ingester.on_failure_queue.metric_approximate_number_of_messages_visible(
+            metric=on_failure_queue.metric_approximate_number_of_messages_visible(
                 period=WINDOW, statistic="Maximum"
             ),
             # Every message is a batch of task events that was not counted after all retries.
@@ -86,13 +86,7 @@ class PipelineAlarms(Construct):
         self.malformed = book.add(
             self,
             "MalformedEvents",
-            severity=Severity.WARNING,
-            metric=cloudwatch.Metric(
-                namespace=namespace,
-                metric_name=task_metrics.MALFORMED_EVENTS,
-                statistic="Sum",
-                period=WINDOW,
-            ),
+            metric=tasks.pipeline(task_metrics.MALFORMED_EVENTS, period=WINDOW),
             # Workers and Lambda share one schema: any line the Lambda cannot read is a version mismatch
             # or a bug, and its outcome is not counted.
             threshold=0,
@@ -108,13 +102,7 @@ class PipelineAlarms(Construct):
         self.forged = book.add(
             self,
             "ForgedEvents",
-            severity=Severity.WARNING,
-            metric=cloudwatch.Metric(
-                namespace=namespace,
-                metric_name=task_metrics.FORGED_EVENTS,
-                statistic="Sum",
-                period=WINDOW,
-            ),
+            metric=tasks.pipeline(task_metrics.FORGED_EVENTS, period=WINDOW),
             # Workers sign every line they write: any unsigned line is task output posing as an event
             # (a task printing or raising user data) or a worker without the stage's key. Neither is
             # normal, and the second means real outcomes go uncounted.

@@ -2,36 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
 from infra.config.monitoring import MonitoringConfig
-from infra.config.workers import WorkerGroupConfig
-from infra.monitoring.alarms import AlarmBook, Severity, max_of
+from infra.monitoring.alarms import AlarmBook
 from infra.monitoring.runbooks import Runbook
 from infra.naming import pascal
-from infra.queue_depth import QueueDepthPublisher
-from infra.workers import WorkerFleet
-
-
-def running_tasks(fleet: WorkerFleet, group: str) -> cloudwatch.Metric:
-    """Worker tasks of `group` running."""
-    return fleet.services[group].task_count_metric("RunningTaskCount")
-
-
-def desired_tasks(fleet: WorkerFleet, group: str) -> cloudwatch.Metric:
-    """Worker tasks of `group` the service should run (what scaling asked for)."""
-    return fleet.services[group].task_count_metric("DesiredTaskCount")
+from infra.queue_depth.metrics import QueueMetrics
+from infra.workers import WorkerService
 
 
 class QueueAlarms(Construct):
     """Per worker group: its oldest waiting task against its SLO, and a backlog with no worker
     running; per stage: the queue-depth publisher going silent or failing.
 
-    A group with more than five queues gets one alarm per run of five queues (CloudWatch's 10-metric
-    limit), named `...Queues1`, `...Queues2`. Running task counts come from Container Insights, which
-    the fleet's cluster always enables.
+    One alarm of each per group: each reads one metric per queue of the group (and the backlog alarm
+    the group's running tasks), 6 at most for the 5 queues a group may have, within CloudWatch's 10.
+    Running task counts come from Container Insights, which the fleet's cluster always enables.
+
+    Attributes:
+        oldest_task_late, backlog_without_workers: worker group name -> its alarm.
+        metrics_missing, publisher_errors: the publisher's alarms.
     """
 
     def __init__(
@@ -40,74 +36,66 @@ class QueueAlarms(Construct):
         construct_id: str,
         *,
         book: AlarmBook,
-        publisher: QueueDepthPublisher,
-        fleet: WorkerFleet,
-        groups: dict[str, WorkerGroupConfig],
+        metrics: QueueMetrics,
+        workers: Mapping[str, WorkerService],
+        publisher: lambda_.IFunction,
         config: MonitoringConfig,
     ) -> None:
         super().__init__(scope, construct_id)
         minute = Duration.minutes(1)
-        self.oldest_task_late: dict[str, list[cloudwatch.Alarm]] = {}
-        self.backlog_without_workers: dict[str, list[cloudwatch.Alarm]] = {}
+        self.oldest_task_late: dict[str, cloudwatch.Alarm] = {}
+        self.backlog_without_workers: dict[str, cloudwatch.Alarm] = {}
 
-        for name, group in groups.items():
-            queues = group.queues
-            listed = ", ".join(queues)
-            ages: list[cloudwatch.IMetric] = [publisher.metrics.oldest_age(queue) for queue in queues]
-            self.oldest_task_late.setdefault(name, []).append(
-                book.add(
-                    self,
-                    f"{pascal(name)}OldestTaskLate",
-                    severity=Severity.PAGE,
-                    metric=max_of(ages, label=f"Oldest waiting task age, s ({name})", period=minute),
-                    # The group's own promise (workers.groups.NAME.oldest_task_slo_s).
-                    threshold=group.oldest_task_slo_s,
-                    comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                    # Three minutes in a row: one late task in one poll can be a task published
-                    # with a countdown; a queue that stays late is not.
-                    evaluation_periods=3,
-                    # The age has no data point while a queue is empty: nothing waits, nothing is late.
-                    missing=cloudwatch.TreatMissingData.NOT_BREACHING,
-                    what=f"a task in queue(s) {listed} (worker group {name!r}) has waited over "
-                    f"{group.oldest_task_slo_s} s, the group's SLO, for 3 minutes.",
-                    first_check=f"workers running vs desired for {name!r} and their failure rate on "
-                    "the dashboard.",
-                    runbook=Runbook.OLDEST_TASK_LATE,
-                )
+        for name, worker in workers.items():
+            group = worker.config
+            listed = ", ".join(group.queues)
+            self.oldest_task_late[name] = book.add(
+                self,
+                f"{pascal(name)}OldestTaskLate",
+                metric=metrics.oldest_age_of(group.queues, label=f"Oldest waiting task age, s ({name})"),
+                # The group's own promise (workers.groups.NAME.oldest_task_slo_s).
+                threshold=group.oldest_task_slo_s,
+                comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                # Three minutes in a row: one late task in one poll can be a task published
+                # with a countdown; a queue that stays late is not.
+                evaluation_periods=3,
+                # The age has no data point while a queue is empty: nothing waits, nothing is late.
+                missing=cloudwatch.TreatMissingData.NOT_BREACHING,
+                what=f"a task in queue(s) {listed} (worker group {name!r}) has waited over "
+                f"{group.oldest_task_slo_s} s, the group's SLO, for 3 minutes.",
+                first_check=f"workers running vs desired for {name!r} and their failure rate on "
+                "the dashboard.",
+                runbook=Runbook.OLDEST_TASK_LATE,
             )
             minutes = config.backlog_without_workers_minutes
-            self.backlog_without_workers.setdefault(name, []).append(
-                book.add(
-                    self,
-                    f"{pascal(name)}BacklogWithoutWorkers",
-                    severity=Severity.PAGE,
-                    metric=publisher.metrics.waiting_while_no_worker(
-                        queues,
-                        running_tasks(fleet, name),
-                        label=f"Tasks waiting with no worker running ({name})",
-                    ),
-                    threshold=0,
-                    comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
-                    # Scaling from zero has a worker consuming within 3 minutes (tools.scaling_response);
-                    # this many minutes without one means it did not work.
-                    evaluation_periods=minutes,
-                    # No queue data is the publisher's alarm, not this one.
-                    missing=cloudwatch.TreatMissingData.NOT_BREACHING,
-                    what=f"tasks have waited in queue(s) {listed} for {minutes} minutes while no "
-                    f"worker of group {name!r} runs: scaling from zero did not start one, or every "
-                    "worker crashed.",
-                    first_check=f"the ECS service of {name!r}: its events and its stopped tasks' reasons.",
-                    runbook=Runbook.BACKLOG_WITHOUT_WORKERS,
-                )
+            self.backlog_without_workers[name] = book.add(
+                self,
+                f"{pascal(name)}BacklogWithoutWorkers",
+                metric=metrics.waiting_while_no_worker(
+                    group.queues,
+                    worker.running_tasks(),
+                    label=f"Tasks waiting with no worker running ({name})",
+                ),
+                threshold=0,
+                comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
+                # Scaling from zero has a worker consuming within 3 minutes (tools.scaling_response);
+                # this many minutes without one means it did not work.
+                evaluation_periods=minutes,
+                # No queue data is the publisher's alarm, not this one.
+                missing=cloudwatch.TreatMissingData.NOT_BREACHING,
+                what=f"tasks have waited in queue(s) {listed} for {minutes} minutes while no "
+                f"worker of group {name!r} runs: scaling from zero did not start one, or every "
+                "worker crashed.",
+                first_check=f"the ECS service of {name!r}: its events and its stopped tasks' reasons.",
+                runbook=Runbook.BACKLOG_WITHOUT_WORKERS,
             )
 
         silent = config.queue_metrics_missing_minutes
         self.metrics_missing = book.add(
             self,
             "MetricsMissing",
-            severity=Severity.PAGE,
             # The publisher writes every queue in each poll: one queue's sample count tells whether it ran.
-            metric=publisher.metrics.waiting(_first_queue(groups), statistic="SampleCount"),
+            metric=metrics.waiting(_first_queue(workers), statistic="SampleCount"),
             threshold=1,
             comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
             evaluation_periods=silent,
@@ -121,8 +109,7 @@ class QueueAlarms(Construct):
         self.publisher_errors = book.add(
             self,
             "PublisherErrors",
-            severity=Severity.WARNING,
-            metric=publisher.function.metric_errors(period=minute, statistic="Sum"),
+            metric=publisher.metric_errors(period=minute, statistic="Sum"),
             threshold=0,
             comparison=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
             # 3 failed polls of the last 5: a failover costs one or two, a broken publisher all of them.
@@ -135,5 +122,5 @@ class QueueAlarms(Construct):
         )
 
 
-def _first_queue(groups: dict[str, WorkerGroupConfig]) -> str:
-    return next(iter(groups.values())).queues[0]
+def _first_queue(workers: Mapping[str, WorkerService]) -> str:
+    return next(iter(workers.values())).config.queues[0]

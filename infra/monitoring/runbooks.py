@@ -1,14 +1,25 @@
-"""The runbook sections alarms point to: one anchor per alarm kind, in docs/runbooks.md.
+"""The runbook sections alarms point to: one anchor per alarm kind, in docs/runbooks.md, and which
+kinds page.
 
 tests/docs checks that every alarm of every stage names one of these sections and that the section
-exists, so an alarm cannot ship without its instructions.
+exists, so an alarm cannot ship without its instructions. A new kind of alarm is a `Runbook` member
+and its section (plus an entry in `PAGES` if it pages), then one `AlarmBook.add` call in the module
+that owns the signal.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Final
 
 RUNBOOK_FILE = "docs/runbooks.md"
+
+
+class Severity(StrEnum):
+    """PAGE: someone acts now, through the composite alarm. WARNING: someone looks today."""
+
+    PAGE = "page"
+    WARNING = "warning"
 
 
 class Runbook(StrEnum):
@@ -41,6 +52,35 @@ class Runbook(StrEnum):
     # The scaling alarms of infra/workers/scaling.py write these anchors in their descriptions.
     SCALING_FROM_ZERO = "scaling-out-from-zero"
     SCALING_IN_WHEN_IDLE = "scaling-in-when-idle"
+
+
+# The one list of paging alarm kinds: an alarm whose runbook is here pages, through the composite;
+# every other alarm of the AlarmBook warns. docs/runbooks.md's "Paging alarm" section is checked
+# against it and docs/alarms.md lists it (tests/docs).
+PAGES: Final = (
+    Runbook.BROKER_MEMORY_CRITICAL,
+    Runbook.BROKER_EVICTIONS,
+    Runbook.OLDEST_TASK_LATE,
+    Runbook.BACKLOG_WITHOUT_WORKERS,
+    Runbook.QUEUE_METRICS_MISSING,
+    Runbook.FAILURE_RATE_HIGH,
+)
+# Sections of alarms made outside the AlarmBook: the composite, and the scaling alarms (no severity).
+NOT_BOOKED: Final = (Runbook.PAGING, Runbook.SCALING_FROM_ZERO, Runbook.SCALING_IN_WHEN_IDLE)
+
+
+def severity_of(runbook: Runbook) -> Severity:
+    """The severity of an alarm whose description points to `runbook`."""
+    if runbook in NOT_BOOKED:
+        raise ValueError(
+            f"runbook {runbook.value!r} belongs to an alarm outside the AlarmBook (the paging composite or a "
+            f"scaling alarm); an AlarmBook alarm names any other section: {_booked()}"
+        )
+    return Severity.PAGE if runbook in PAGES else Severity.WARNING
+
+
+def _booked() -> str:
+    return ", ".join(r.value for r in Runbook if r not in NOT_BOOKED)
 
 
 def runbook_link(anchor: Runbook) -> str:

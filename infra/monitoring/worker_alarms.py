@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from celery_fleet.contract import task_metrics
-from celery_fleet.contract.queue_metrics import QUEUE_DIMENSION
 from constructs import Construct
 
 from infra.config.monitoring import MonitoringConfig
-from infra.config.workers import WorkerGroupConfig
-from infra.monitoring.alarms import AlarmBook, Severity, sum_of
-from infra.monitoring.queue_alarms import desired_tasks, running_tasks
+from infra.monitoring.alarms import AlarmBook
 from infra.monitoring.runbooks import Runbook
 from infra.naming import pascal
-from infra.workers import WorkerFleet
+from infra.task_events.metrics import TaskMetrics
+from infra.workers import WorkerService
 
 _GT = cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD
 # Task metrics exist only for outcomes that happened: no data is no failure, no retry, no kill.
@@ -22,44 +22,16 @@ _NOT_BREACHING = cloudwatch.TreatMissingData.NOT_BREACHING
 WINDOW = Duration.minutes(5)
 
 
-def task_count(namespace: str, metric_name: str, queue: str, period: Duration = WINDOW) -> cloudwatch.Metric:
-    """Outcomes of one kind in one queue (the Queue-only dimension set the ingest Lambda publishes)."""
-    return cloudwatch.Metric(
-        namespace=namespace,
-        metric_name=metric_name,
-        dimensions_map={QUEUE_DIMENSION: queue},
-        statistic="Sum",
-        period=period,
-    )
-
-
-def failure_rate(
-    namespace: str, queues: list[str], *, min_tasks: int, label: str, id_prefix: str = ""
-) -> cloudwatch.MathExpression:
-    """Failed / (Succeeded + Failed) in percent over `queues`; 0 below `min_tasks` finished tasks.
-
-    `id_prefix` keeps metric IDs apart when several rates share one graph.
-    """
-    failed = {f"{id_prefix}f{i}": task_count(namespace, task_metrics.FAILED, q) for i, q in enumerate(queues)}
-    succeeded = {
-        f"{id_prefix}s{i}": task_count(namespace, task_metrics.SUCCEEDED, q) for i, q in enumerate(queues)
-    }
-    f = " + ".join(f"FILL({key}, 0)" for key in failed)
-    s = " + ".join(f"FILL({key}, 0)" for key in succeeded)
-    return cloudwatch.MathExpression(
-        expression=f"IF(({s}) + ({f}) >= {min_tasks}, 100 * ({f}) / (({s}) + ({f})), 0)",
-        using_metrics={**failed, **succeeded},
-        label=label,
-        period=WINDOW,
-    )
-
-
 class WorkerAlarms(Construct):
     """Per worker group: failure rate (page), retry surge, time-limit kills, lost pool processes,
     CPU, memory, and tasks that do not start (warnings).
 
-    Outcome alarms read the task metrics per queue and add the group's queues up, in runs of five
-    queues when a group has more (CloudWatch's 10-metric limit).
+    Outcome alarms read the task metrics of each of the group's queues (the Queue-only dimension set)
+    and add them up in one alarm: the failure rate reads two per queue, 10 for the 5 queues a group
+    may have, CloudWatch's most.
+
+    Attributes:
+        failure_rate: worker group name -> its failure-rate alarm.
     """
 
     def __init__(
@@ -68,63 +40,53 @@ class WorkerAlarms(Construct):
         construct_id: str,
         *,
         book: AlarmBook,
-        fleet: WorkerFleet,
-        groups: dict[str, WorkerGroupConfig],
-        namespace: str,
+        tasks: TaskMetrics,
+        workers: Mapping[str, WorkerService],
         config: MonitoringConfig,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.failure_rate: dict[str, list[cloudwatch.Alarm]] = {}
-        for name, group in groups.items():
-            self._outcomes(book, name=name, queues=group.queues, namespace=namespace, config=config)
-            self._service(book, fleet, name, config)
+        self.failure_rate: dict[str, cloudwatch.Alarm] = {}
+        for name, worker in workers.items():
+            self._outcomes(book, tasks, name=name, queues=worker.config.queues, config=config)
+            self._service(book, worker, config)
 
     def _outcomes(
         self,
         book: AlarmBook,
+        tasks: TaskMetrics,
         *,
         name: str,
         queues: list[str],
-        namespace: str,
         config: MonitoringConfig,
     ) -> None:
         prefix, listed = pascal(name), ", ".join(queues)
         rate = config.failure_rate_percent
-        self.failure_rate.setdefault(name, []).append(
-            book.add(
-                self,
-                f"{prefix}FailureRate",
-                severity=Severity.PAGE,
-                metric=failure_rate(
-                    namespace,
-                    queues,
-                    min_tasks=config.failure_rate_min_tasks,
-                    label=f"Failed tasks, % ({name})",
-                ),
-                threshold=rate,
-                comparison=_GT,
-                # Two 5-minute windows: a burst of failures from one bad input passes, a broken
-                # dependency or deploy does not.
-                evaluation_periods=2,
-                missing=_NOT_BREACHING,
-                what=f"over {rate:g} % of the tasks finished in queue(s) {listed} (worker group {name!r}) "
-                f"failed, 10 minutes running (counted from {config.failure_rate_min_tasks} tasks per 5 "
-                "minutes).",
-                first_check="the saved Logs Insights query failures-by-task-and-exception: one task? one "
-                "exception?",
-                runbook=Runbook.FAILURE_RATE_HIGH,
-            )
+        self.failure_rate[name] = book.add(
+            self,
+            f"{prefix}FailureRate",
+            metric=tasks.failure_rate(
+                queues,
+                min_tasks=config.failure_rate_min_tasks,
+                label=f"Failed tasks, % ({name})",
+            ),
+            threshold=rate,
+            comparison=_GT,
+            # Two 5-minute windows: a burst of failures from one bad input passes, a broken
+            # dependency or deploy does not.
+            evaluation_periods=2,
+            missing=_NOT_BREACHING,
+            what=f"over {rate:g} % of the tasks finished in queue(s) {listed} (worker group {name!r}) "
+            f"failed, 10 minutes running (counted from {config.failure_rate_min_tasks} tasks per 5 "
+            "minutes).",
+            first_check="the saved Logs Insights query failures-by-task-and-exception: one task? one "
+            "exception?",
+            runbook=Runbook.FAILURE_RATE_HIGH,
         )
         surge = config.retry_surge_per_5min
         book.add(
             self,
             f"{prefix}RetrySurge",
-            severity=Severity.WARNING,
-            metric=sum_of(
-                [task_count(namespace, task_metrics.RETRIED, q) for q in queues],
-                label=f"Retries per 5 minutes ({name})",
-                period=WINDOW,
-            ),
+            metric=tasks.outcome_total(task_metrics.RETRIED, queues, label=f"Retries per 5 minutes ({name})"),
             # Retries with back-off are normal; this many in 5 minutes means something they depend on is down.
             threshold=surge,
             comparison=_GT,
@@ -138,11 +100,8 @@ class WorkerAlarms(Construct):
         book.add(
             self,
             f"{prefix}TimeLimitExceeded",
-            severity=Severity.WARNING,
-            metric=sum_of(
-                [task_count(namespace, task_metrics.TIME_LIMIT_EXCEEDED, q) for q in queues],
-                label=f"Tasks killed by their time limit ({name})",
-                period=WINDOW,
+            metric=tasks.outcome_total(
+                task_metrics.TIME_LIMIT_EXCEEDED, queues, label=f"Tasks killed by their time limit ({name})"
             ),
             # A task killed at its limit lost its work and may leave partial side effects: any one counts.
             threshold=0,
@@ -156,11 +115,8 @@ class WorkerAlarms(Construct):
         book.add(
             self,
             f"{prefix}WorkerLost",
-            severity=Severity.WARNING,
-            metric=sum_of(
-                [task_count(namespace, task_metrics.WORKER_LOST, q) for q in queues],
-                label=f"Pool processes lost mid-task ({name})",
-                period=WINDOW,
+            metric=tasks.outcome_total(
+                task_metrics.WORKER_LOST, queues, label=f"Pool processes lost mid-task ({name})"
             ),
             # A pool process killed under a task (OOM killer, crash): never part of normal operation.
             threshold=0,
@@ -173,14 +129,14 @@ class WorkerAlarms(Construct):
             runbook=Runbook.WORKER_LOST,
         )
 
-    def _service(self, book: AlarmBook, fleet: WorkerFleet, name: str, config: MonitoringConfig) -> None:
+    def _service(self, book: AlarmBook, worker: WorkerService, config: MonitoringConfig) -> None:
+        name = worker.name
         prefix = pascal(name)
-        service = fleet.services[name].service
+        service = worker.service
         cpu = config.worker_cpu_percent
         book.add(
             self,
             f"{prefix}CpuHigh",
-            severity=Severity.WARNING,
             metric=service.metric_cpu_utilization(period=WINDOW, statistic="Average"),
             threshold=cpu,
             comparison=_GT,
@@ -197,7 +153,6 @@ class WorkerAlarms(Construct):
         book.add(
             self,
             f"{prefix}MemoryHigh",
-            severity=Severity.WARNING,
             # Maximum: the fullest task is the one the OOM killer takes.
             metric=service.metric_memory_utilization(period=Duration.minutes(1), statistic="Maximum"),
             threshold=memory,
@@ -213,10 +168,9 @@ class WorkerAlarms(Construct):
         book.add(
             self,
             f"{prefix}TasksNotStarting",
-            severity=Severity.WARNING,
             metric=cloudwatch.MathExpression(
                 expression="desired - FILL(running, 0)",
-                using_metrics={"desired": desired_tasks(fleet, name), "running": running_tasks(fleet, name)},
+                using_metrics={"desired": worker.desired_tasks(), "running": worker.running_tasks()},
                 label=f"Worker tasks desired but not running ({name})",
                 period=Duration.minutes(1),
             ),

@@ -14,6 +14,7 @@ from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
+from celery_fleet.contract import queue_depth_env as env
 from celery_fleet.contract import queue_metrics
 from constructs import Construct
 
@@ -77,7 +78,7 @@ class QueueDepthPublisher(Construct):
             runtime=RUNTIME,
             architecture=ARCHITECTURE,
             handler="queue_depth.handler.handler",
-            code=lambda_package("queue_depth", dependencies=("redis",)),
+            code=lambda_package("queue_depth", shared=("broker_access",), dependencies=("redis",)),
             layers=[powertools_layer(self, "Powertools")],
             memory_size=256,
             # High resolution polls six times within one invocation; it must end before the next one.
@@ -88,12 +89,13 @@ class QueueDepthPublisher(Construct):
             vpc_subnets=subnets,
             allow_all_outbound=True,
             log_group=function_log_group(self, "Logs", retention_days=log_retention_days),
+            # Every name the publisher reads (celery_fleet.contract.queue_depth_env), and only those.
             environment={
-                "QUEUES": ",".join(queues),
-                "METRIC_NAMESPACE": namespace,
+                env.QUEUES: ",".join(queues),
+                env.METRIC_NAMESPACE: namespace,
                 **broker.lambda_environment(),
-                "POLL_INTERVAL_S": str(poll_interval_s),
-                "POWERTOOLS_SERVICE_NAME": "queue-depth-publisher",
+                env.POLL_INTERVAL_S: str(poll_interval_s),
+                env.POWERTOOLS_SERVICE_NAME: "queue-depth-publisher",
             },
         )
         broker.connect_function(self.function, "Queue-depth publisher")
@@ -146,7 +148,7 @@ class QueueDepthPublisher(Construct):
         if not groups:
             return
         self.function.add_environment(
-            "WORKER_GROUPS",
+            env.WORKER_GROUPS,
             json.dumps(
                 [
                     {

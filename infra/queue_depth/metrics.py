@@ -10,6 +10,8 @@ from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from celery_fleet.contract import queue_metrics
 
+from infra.metric_math import max_of
+
 MINUTE = Duration.minutes(1)
 
 
@@ -26,6 +28,10 @@ class QueueMetrics:
     def oldest_age(self, queue: str) -> cloudwatch.Metric:
         """Age in seconds of the oldest waiting task of `queue`; no data when empty or unstamped."""
         return self._metric(queue_metrics.OLDEST_TASK_AGE, queue)
+
+    def oldest_age_of(self, queues: list[str], *, label: str) -> cloudwatch.IMetric:
+        """Age in seconds of the oldest task waiting in any of `queues` (the highest of their ages)."""
+        return max_of([self.oldest_age(queue) for queue in queues], label=label, period=MINUTE)
 
     def in_flight(self, queue: str | None = None) -> cloudwatch.Metric:
         """Tasks delivered and not yet acknowledged: of `queue`, or broker-wide when None."""

@@ -9,6 +9,8 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from celery_fleet.contract import kept_messages as km
+from celery_fleet.contract import replay_env as env
+from celery_fleet.contract import worker_env
 from constructs import Construct
 
 from infra.broker import Broker
@@ -85,7 +87,7 @@ class FailedMessageReplay(Construct):
             runtime=RUNTIME,
             architecture=ARCHITECTURE,
             handler="replay.handler.handler",
-            code=lambda_package("replay", dependencies=("redis",)),
+            code=lambda_package("replay", shared=("broker_access",), dependencies=("redis",)),
             layers=[powertools_layer(self, "Powertools")],
             memory_size=512,
             timeout=REPLAY_TIMEOUT,
@@ -95,10 +97,11 @@ class FailedMessageReplay(Construct):
             vpc_subnets=subnets,
             allow_all_outbound=True,
             log_group=function_log_group(self, "Logs", retention_days=log_retention_days),
+            # Every name the function reads (celery_fleet.contract.replay_env), and only those.
             environment={
-                "FAILED_MESSAGES_BUCKET": self.bucket.bucket_name,
+                env.FAILED_MESSAGES_BUCKET: self.bucket.bucket_name,
                 **broker.lambda_environment(),
-                "POWERTOOLS_SERVICE_NAME": "replay",
+                env.POWERTOOLS_SERVICE_NAME: "replay",
             },
         )
         broker.connect_function(self.function, "Failed-task replay")
@@ -147,7 +150,7 @@ class FailedMessageReplay(Construct):
 
     def keep_from(self, worker: WorkerService) -> None:
         """Let `worker` keep its failed messages here: the bucket's name, and write-only access."""
-        worker.container.add_environment(km.BUCKET_ENV, self.bucket.bucket_name)
+        worker.container.add_environment(worker_env.FAILED_MESSAGES_BUCKET_ENV, self.bucket.bucket_name)
         task_role = worker.task_definition.task_role
         # Narrower than bucket.grant_put, which adds kms:Decrypt and object-lock actions: a single
         # PutObject (boto3 never splits one into a multipart upload) needs only these two.

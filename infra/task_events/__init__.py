@@ -2,5 +2,6 @@
 
 from infra.task_events.construct import TaskEventIngester
 from infra.task_events.key import TaskEventKey
+from infra.task_events.metrics import TaskMetrics
 
-__all__ = ["TaskEventIngester", "TaskEventKey"]
+__all__ = ["TaskEventIngester", "TaskEventKey", "TaskMetrics"]

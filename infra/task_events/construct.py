@@ -9,6 +9,7 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_logs_destinations as log_destinations
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sqs as sqs
+from celery_fleet.contract import task_events_env as env
 from celery_fleet.contract.task_events import SUBSCRIPTION_FILTER_PATTERN
 from constructs import Construct
 
@@ -17,6 +18,7 @@ from infra.lambda_code import lambda_package
 from infra.logs import retention
 from infra.nag import acknowledge
 from infra.naming import pascal
+from infra.task_events.metrics import TaskMetrics
 
 # Logs Insights queries for the person following up failures (docs/task-events.md explains each).
 # Worker log lines are JSON: Logs Insights discovers their fields (task_id, event, task, ...) itself.
@@ -72,6 +74,8 @@ class TaskEventIngester(Construct):
         failed_tasks: the failed-tasks log group.
         on_failure_queue: invocations that could not be processed.
         queries: saved Logs Insights queries, by name.
+        metrics: the task metrics the function writes (outcomes, durations, its own counts), for
+            alarms and dashboards.
     """
 
     def __init__(
@@ -88,6 +92,7 @@ class TaskEventIngester(Construct):
         log_retention_days: int,
     ) -> None:
         super().__init__(scope, construct_id)
+        self.metrics = TaskMetrics(namespace)
         self.failed_tasks = logs.LogGroup(
             self,
             "FailedTasks",
@@ -123,13 +128,13 @@ class TaskEventIngester(Construct):
             on_failure=destinations.SqsDestination(self.on_failure_queue),
             log_group=function_log_group(self, "Logs", retention_days=log_retention_days),
             environment={
-                "METRIC_NAMESPACE": namespace,
-                "FAILED_TASKS_LOG_GROUP": self.failed_tasks.log_group_name,
+                env.METRIC_NAMESPACE: namespace,
+                env.FAILED_TASKS_LOG_GROUP: self.failed_tasks.log_group_name,
                 # The only values of the Queue dimension: any other routing key folds into one.
-                "QUEUES": ",".join(queues),
-                "EVENT_KEY_SECRET_ARN": event_key.secret_arn,
-                "POWERTOOLS_SERVICE_NAME": "task-event-ingester",
-                "POWERTOOLS_METRICS_NAMESPACE": namespace,
+                env.QUEUES: ",".join(queues),
+                env.EVENT_KEY_SECRET_ARN: event_key.secret_arn,
+                env.POWERTOOLS_SERVICE_NAME: "task-event-ingester",
+                env.POWERTOOLS_METRICS_NAMESPACE: namespace,
             },
         )
         self.failed_tasks.grant_write(self.function)

@@ -40,6 +40,7 @@ from celery_fleet.contract import queue_metrics as queue_metrics_contract
 from constructs import Construct
 
 from infra.config.workers import WorkerGroupConfig
+from infra.metric_math import check_alarm_metrics
 from infra.queue_depth.construct import WakeTarget
 from infra.queue_depth.metrics import QueueMetrics
 
@@ -49,7 +50,8 @@ class BacklogScaling(Construct):
 
     Attributes:
         target: the scalable target (desired count between min_tasks and max_tasks).
-        scale_out_from_zero_alarm, idle_alarm: the alarms that drive the step policies.
+        scale_out_from_zero_alarm, idle_alarm, surplus_alarm: the alarms that drive the step
+            policies (each refused at synth if it reads more metrics than CloudWatch accepts).
         backlog_policy: the target-tracking policy (L1: the L2 takes no metric math).
     """
 
@@ -85,6 +87,16 @@ class BacklogScaling(Construct):
         # 1. From zero. Exact capacity, not a change: the alarm stays in ALARM until a worker shows in
         # Container Insights (30-90 s after start; at 10 s, until the next poll sees the desired count),
         # and re-firing must not add more workers each time.
+        waiting_without_workers = self._checked(
+            "FromZeroAlarm",
+            queue_metrics.group_waiting_while_none_asked_for(
+                group_name, period=period, label="Tasks waiting with no worker running or asked for"
+            )
+            if high_resolution
+            else queue_metrics.waiting_while_no_worker(
+                config.queues, running_tasks, label="Tasks waiting with no worker running"
+            ),
+        )
         self.scale_out_from_zero_alarm = cloudwatch.Alarm(
             self,
             "FromZeroAlarm",
@@ -93,13 +105,7 @@ class BacklogScaling(Construct):
                 "while none of its workers runs. Starts workers; target tracking takes over once they "
                 "run. Runbook: docs/runbooks.md#scaling-out-from-zero"
             ),
-            metric=queue_metrics.group_waiting_while_none_asked_for(
-                group_name, period=period, label="Tasks waiting with no worker running or asked for"
-            )
-            if high_resolution
-            else queue_metrics.waiting_while_no_worker(
-                config.queues, running_tasks, label="Tasks waiting with no worker running"
-            ),
+            metric=waiting_without_workers,
             threshold=0,
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_THRESHOLD,
             evaluation_periods=1,
@@ -161,11 +167,14 @@ class BacklogScaling(Construct):
                 f"(nothing waiting, nothing in flight) for {quiet} minutes. Scales the group to "
                 f"{config.min_tasks} tasks. Runbook: docs/runbooks.md#scaling-in-when-idle"
             ),
-            metric=cloudwatch.MathExpression(
-                expression=" + ".join([*waiting, *in_flight]),
-                using_metrics=idle_figures,
-                label="Tasks waiting or in flight",
-                period=period,
+            metric=self._checked(
+                "IdleAlarm",
+                cloudwatch.MathExpression(
+                    expression=" + ".join([*waiting, *in_flight]),
+                    using_metrics=idle_figures,
+                    label="Tasks waiting or in flight",
+                    period=period,
+                ),
             ),
             threshold=0,
             comparison_operator=cloudwatch.ComparisonOperator.LESS_THAN_OR_EQUAL_TO_THRESHOLD,
@@ -212,11 +221,14 @@ class BacklogScaling(Construct):
                 f"+ in flight / {config.processes} processes). Stops about the surplus; busy workers "
                 "are protected. Runbook: docs/runbooks.md#scaling-in-when-idle"
             ),
-            metric=cloudwatch.MathExpression(
-                expression=f"{running} - {needed}",
-                using_metrics=group_figures,
-                label="Workers running beyond what the queues need",
-                period=period,
+            metric=self._checked(
+                "SurplusAlarm",
+                cloudwatch.MathExpression(
+                    expression=f"{running} - {needed}",
+                    using_metrics=group_figures,
+                    label="Workers running beyond what the queues need",
+                    period=period,
+                ),
             ),
             threshold=1,
             comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
@@ -249,6 +261,12 @@ class BacklogScaling(Construct):
             steps=_from_zero_steps(config),
             idle_alarm=self.idle_alarm,
         )
+
+    def _checked(self, alarm_id: str, metric: cloudwatch.IMetric) -> cloudwatch.IMetric:
+        """`metric`, once checked for the alarm `alarm_id` about to read it: a clear synth error that
+        names the alarm, before CDK's own, which names none."""
+        check_alarm_metrics(f"{self.node.path}/{alarm_id}", metric)
+        return metric
 
 
 # Minutes of surplus before workers are stopped, and seconds between two steps: a burst's gaps do

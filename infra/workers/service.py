@@ -9,16 +9,18 @@ from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_secretsmanager as secretsmanager
-from celery_fleet.contract.container import (
+from celery_fleet.contract.container import FARGATE_MAX_STOP_TIMEOUT_S
+from celery_fleet.contract.worker_env import (
     BROKER_AUTH_TOKEN_ENV,
     BROKER_HOST_ENV,
     BROKER_PORT_ENV,
-    FARGATE_MAX_STOP_TIMEOUT_S,
+    EVENT_KEY_ENV,
     MAX_TASK_RUNTIME_ENV,
+    REMAP_SIGTERM_ENV,
+    REMAP_SIGTERM_VALUE,
     SOFT_TIME_LIMIT_ENV,
     TIME_LIMIT_ENV,
 )
-from celery_fleet.contract.task_events import EVENT_KEY_ENV
 from constructs import Construct
 
 from infra.broker import Broker
@@ -55,7 +57,7 @@ def worker_environment(config: WorkerGroupConfig, *, longest_time_limit_s: int) 
     environment = {
         # SIGTERM starts Celery's cold shutdown with its soft-shutdown phase: running tasks get the
         # soft-shutdown budget, then are requeued at once (billiard reads this at import).
-        "REMAP_SIGTERM": "SIGQUIT",
+        REMAP_SIGTERM_ENV: REMAP_SIGTERM_VALUE,
         # The longest task any worker may run: celery_fleet derives the visibility timeout from it,
         # so no running task is ever delivered twice.
         MAX_TASK_RUNTIME_ENV: str(longest_time_limit_s),
@@ -68,6 +70,30 @@ def worker_environment(config: WorkerGroupConfig, *, longest_time_limit_s: int) 
     return environment
 
 
+def fargate_platform(cpu_architecture: str) -> ecs.RuntimePlatform:
+    """Linux on `cpu_architecture` ("arm64" or "x86_64"), as the config names it."""
+    arm = cpu_architecture == "arm64"
+    return ecs.RuntimePlatform(
+        cpu_architecture=ecs.CpuArchitecture.ARM64 if arm else ecs.CpuArchitecture.X86_64,
+        operating_system_family=ecs.OperatingSystemFamily.LINUX,
+    )
+
+
+def broker_environment(broker: Broker) -> dict[str, str]:
+    """Where a Celery process finds the broker (celery_fleet reads these; the token is a secret)."""
+    return {BROKER_HOST_ENV: broker.endpoint, BROKER_PORT_ENV: str(broker.port)}
+
+
+def broker_secrets(broker: Broker) -> dict[str, ecs.Secret]:
+    """The broker's AUTH token as an ECS secret: the task definition holds its ARN, never its value."""
+    return {BROKER_AUTH_TOKEN_ENV: ecs.Secret.from_secrets_manager(broker.secret)}
+
+
+def fleet_logging(stream_prefix: str, log_group: logs.ILogGroup) -> ecs.LogDriver:
+    """The awslogs driver into the fleet's log group, where the task-event subscription reads."""
+    return ecs.LogDrivers.aws_logs(stream_prefix=stream_prefix, log_group=log_group)
+
+
 class WorkerService(Construct):
     """A Fargate service running `celery worker` for one group's queues.
 
@@ -78,6 +104,8 @@ class WorkerService(Construct):
     and logs in the fleet's log group.
 
     Attributes:
+        name: the worker group's name.
+        config: the worker group's configuration (queues, SLO, size).
         service, task_definition, container: the ECS resources.
         connections: the workers' security group.
     """
@@ -99,28 +127,25 @@ class WorkerService(Construct):
         exec_enabled: bool,
     ) -> None:
         super().__init__(scope, construct_id)
-        arm = config.cpu_architecture == "arm64"
+        self.name = name
+        self.config = config
         self.task_definition = ecs.FargateTaskDefinition(
             self,
             "TaskDefinition",
             cpu=config.cpu,
             memory_limit_mib=config.memory_mib,
-            runtime_platform=ecs.RuntimePlatform(
-                cpu_architecture=ecs.CpuArchitecture.ARM64 if arm else ecs.CpuArchitecture.X86_64,
-                operating_system_family=ecs.OperatingSystemFamily.LINUX,
-            ),
+            runtime_platform=fargate_platform(config.cpu_architecture),
         )
         self.container = self.task_definition.add_container(
             "Worker",
             image=image,
             command=worker_command(app_module, name, config),
             environment={
-                BROKER_HOST_ENV: broker.endpoint,
-                BROKER_PORT_ENV: str(broker.port),
+                **broker_environment(broker),
                 **worker_environment(config, longest_time_limit_s=longest_time_limit_s),
             },
-            secrets={BROKER_AUTH_TOKEN_ENV: ecs.Secret.from_secrets_manager(broker.secret)},
-            logging=ecs.LogDrivers.aws_logs(stream_prefix=name, log_group=log_group),
+            secrets=broker_secrets(broker),
+            logging=fleet_logging(name, log_group),
             stop_timeout=Duration.seconds(FARGATE_MAX_STOP_TIMEOUT_S),
             health_check=ecs.HealthCheck(
                 command=["CMD", "celery-fleet-healthcheck"],
@@ -198,6 +223,14 @@ class WorkerService(Construct):
             "A task's ID is known only once it runs: the grant names the tasks of this cluster, and the ECS "
             "agent uses it for the worker's own task only (celery_fleet.protection).",
         )
+
+    def running_tasks(self) -> cloudwatch.Metric:
+        """Worker tasks of this group running, per minute (Container Insights)."""
+        return self.task_count_metric("RunningTaskCount")
+
+    def desired_tasks(self) -> cloudwatch.Metric:
+        """Worker tasks of this group the service should run (what scaling asked for), per minute."""
+        return self.task_count_metric("DesiredTaskCount")
 
     def task_count_metric(self, name: str) -> cloudwatch.Metric:
         """RunningTaskCount, DesiredTaskCount or PendingTaskCount of this service, per minute, from

@@ -19,6 +19,8 @@ Environment (validated at cold start; a bad value fails the init with a message 
                              (the stack's 58 s does for 10).
     WORKER_GROUPS            optional: JSON list of the worker groups the publisher may start from
                              zero (queue_depth.wake.WakeGroup); the stack writes it.
+    POWERTOOLS_SERVICE_NAME  the `service` of every log line (read by Powertools' Logger).
+The names are queue_depth.environment's; the stack sets them from there.
 
 Each poll reads every queue in one Redis round trip (broker-side scripts that return figures, never
 messages: queue_depth.scripts) and publishes in one PutMetricData call (more only past 1000 items):
@@ -53,9 +55,9 @@ from typing import Any
 import boto3
 import redis
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
+from broker_access.client import tls_options
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
@@ -71,7 +73,7 @@ from .logic import (
     storage_resolution,
     worker_metric_data,
 )
-from .settings import Settings, SettingsError, load_settings
+from .settings import Settings, load_settings
 from .wake import AWS_ERRORS, describe_services, wake, worker_counts
 
 # Each socket operation waits at most BROKER_TIMEOUT_S, or less when the poll interval is short, so
@@ -84,10 +86,9 @@ BROKER_RETRIES = 2
 # of milliseconds when the broker answers). A broker that times out on the last poll may run the
 # invocation into its timeout: an error either way, and that poll had nothing to publish.
 FINISH_MARGIN_S = 3.0
-# A rotated AUTH token is picked up within this many seconds, without a cold start.
-AUTH_TOKEN_MAX_AGE_S = 300
 
-logger = Logger(service="queue-depth-publisher")
+# Its service from POWERTOOLS_SERVICE_NAME, which the stack sets.
+logger = Logger()
 settings: Settings = load_settings(os.environ)
 _AWS_CONFIG = Config(connect_timeout=5, read_timeout=10, retries={"mode": "standard", "max_attempts": 3})
 cloudwatch = boto3.client("cloudwatch", config=_AWS_CONFIG)
@@ -125,18 +126,8 @@ def broker_client(deadline: Deadline) -> redis.Redis:
             settings.broker_url, connection_class=CONNECTION_CLASSES[scheme], **options
         )
         return redis.Redis(connection_pool=pool)
-    host, port, secret_arn = settings.broker_host, settings.broker_port, settings.broker_auth_secret_arn
-    if host is None or port is None or secret_arn is None:
-        raise SettingsError("set BROKER_URL, or BROKER_HOST, BROKER_PORT and BROKER_AUTH_SECRET_ARN")
-    token = parameters.get_secret(secret_arn, max_age=AUTH_TOKEN_MAX_AGE_S)
     pool = redis.ConnectionPool(
-        connection_class=CONNECTION_CLASSES["rediss"],
-        host=host,
-        port=port,
-        password=token,
-        ssl_cert_reqs="required",
-        ssl_check_hostname=True,
-        **options,
+        connection_class=CONNECTION_CLASSES["rediss"], **tls_options(settings), **options
     )
     return redis.Redis(connection_pool=pool)
 

@@ -6,8 +6,10 @@ Event (validated; a bad one is answered with an error and changes nothing):
     requested_by   the operator's identity (the CLI sends its sts:GetCallerIdentity ARN)
     dry_run, force, rate_per_s, replay_id
 
-Environment (validated at cold start): FAILED_MESSAGES_BUCKET; BROKER_URL (local runs, tests), or
-BROKER_HOST, BROKER_PORT and BROKER_AUTH_SECRET_ARN (TLS, AUTH token from Secrets Manager).
+Environment (replay.environment's names; validated at cold start, a bad value fails the init with a
+message naming it): FAILED_MESSAGES_BUCKET; BROKER_URL (local runs, tests), or BROKER_HOST,
+BROKER_PORT and BROKER_AUTH_SECRET_ARN (TLS, AUTH token from Secrets Manager); POWERTOOLS_SERVICE_NAME,
+the `service` of every log line (read by Powertools' Logger).
 
 Every invocation writes one audit line (`"audit": "replay"`): who, which selection, dry or not,
 how many per task name and queue, and each original task id with its replay's id.
@@ -22,12 +24,13 @@ from typing import Any
 import boto3
 import redis
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
+from broker_access.client import tls_options
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .logic import Candidate, ReplayOptions, replay
+from .settings import Settings, load_settings
 from .store import S3Store
 
 MAX_CANDIDATES = 1000
@@ -53,17 +56,9 @@ class ReplayEvent(BaseModel):
     replay_id: str = Field(default="", max_length=128)
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
-    bucket: str = Field(alias="FAILED_MESSAGES_BUCKET", min_length=3)
-    broker_url: str | None = Field(default=None, alias="BROKER_URL")
-    broker_host: str | None = Field(default=None, alias="BROKER_HOST")
-    broker_port: int | None = Field(default=None, alias="BROKER_PORT")
-    broker_auth_secret_arn: str | None = Field(default=None, alias="BROKER_AUTH_SECRET_ARN")
-
-
-logger = Logger(service="celery-fleet-replay")
-settings = Settings.model_validate(dict(os.environ))
+# Its service from POWERTOOLS_SERVICE_NAME, which the stack sets.
+logger = Logger()
+settings: Settings = load_settings(os.environ)
 s3 = boto3.client(
     "s3", config=Config(connect_timeout=5, read_timeout=30, retries={"mode": "standard", "max_attempts": 3})
 )
@@ -74,20 +69,9 @@ def broker_client() -> redis.Redis:
         "socket_connect_timeout": BROKER_TIMEOUT_S,
         "socket_timeout": BROKER_TIMEOUT_S,
     }
-    if settings.broker_url:
+    if settings.broker_url is not None:
         return redis.Redis.from_url(settings.broker_url, **timeouts)
-    if not (settings.broker_host and settings.broker_port and settings.broker_auth_secret_arn):
-        raise RuntimeError("set BROKER_URL, or BROKER_HOST, BROKER_PORT and BROKER_AUTH_SECRET_ARN")
-    token = parameters.get_secret(settings.broker_auth_secret_arn, max_age=300)
-    return redis.Redis(
-        host=settings.broker_host,
-        port=settings.broker_port,
-        password=token,
-        ssl=True,
-        ssl_cert_reqs="required",
-        ssl_check_hostname=True,
-        **timeouts,
-    )
+    return redis.Redis(ssl=True, **tls_options(settings), **timeouts)
 
 
 @logger.inject_lambda_context(log_event=False)

@@ -1,9 +1,11 @@
 """Lambda entry point, fed by a CloudWatch Logs subscription filter on the worker log group.
 
-Environment (validated at cold start): METRIC_NAMESPACE, the stage's metric namespace;
-FAILED_TASKS_LOG_GROUP, where failed-task records go; QUEUES, the stage's queues;
-EVENT_KEY_SECRET_ARN, the secret whose current and previous values are the signing keys (read at
-cold start). An invocation raises only when CloudWatch Logs refuses a write after the client's
+Environment (task_events.environment's names; validated at cold start): METRIC_NAMESPACE, the
+stage's metric namespace; FAILED_TASKS_LOG_GROUP, where failed-task records go; QUEUES, the stage's
+queues; EVENT_KEY_SECRET_ARN, the secret whose current and previous values are the signing keys (read
+at cold start); POWERTOOLS_SERVICE_NAME, the `service` of every log line, and
+POWERTOOLS_METRICS_NAMESPACE, the pipeline counts' namespace (equal to METRIC_NAMESPACE), both read by
+Powertools. An invocation raises only when CloudWatch Logs refuses a write after the client's
 retries; Lambda's asynchronous retries and its on-failure destination take it from there. Bad
 input never raises: it is counted as MalformedEvents or ForgedEvents.
 """
@@ -24,9 +26,11 @@ from .models import Settings
 
 SETTINGS = Settings.from_environ(os.environ)
 
-logger = Logger(service="celery-fleet-task-events")
-# No service dimension: alarms read the pipeline counts by name alone.
-metrics = Metrics(namespace=SETTINGS.metric_namespace, service="")
+# Its service from POWERTOOLS_SERVICE_NAME, the metrics' namespace from POWERTOOLS_METRICS_NAMESPACE.
+logger = Logger()
+# No service dimension (an explicit "" stops Metrics taking POWERTOOLS_SERVICE_NAME): alarms read the
+# pipeline counts by name alone.
+metrics = Metrics(service="")
 
 # Standard retry mode backs off on ThrottlingException and 5xx answers; ten attempts ride out a
 # few seconds of throttling, well inside the function's timeout.

@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from json.encoder import encode_basestring_ascii
-from typing import Annotated, Any, Literal, NotRequired
+from typing import Annotated, Any, Literal, NotRequired, Self
 
 from celery_fleet.contract import task_events as te
+from celery_fleet.contract import task_events_env as env
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -21,17 +22,11 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 # typing_extensions' TypedDict: pydantic reads typing's only from Python 3.12 on.
 from typing_extensions import TypedDict
-
-METRIC_NAMESPACE_ENV = "METRIC_NAMESPACE"
-FAILED_TASKS_LOG_GROUP_ENV = "FAILED_TASKS_LOG_GROUP"
-# The stage's configured Celery queues, comma-separated: the only values of the Queue dimension.
-QUEUES_ENV = "QUEUES"
-# The Secrets Manager secret holding the signing key (its ARN).
-EVENT_KEY_SECRET_ENV = "EVENT_KEY_SECRET_ARN"
 
 _TIMESTAMP = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00$"
 
@@ -133,8 +128,18 @@ def _alone(body: str) -> dict[str, Any] | ValidationError:
         return exc
 
 
+# Each Settings field, and the variable it is read from.
+VARIABLES: Mapping[str, str] = {
+    "metric_namespace": env.METRIC_NAMESPACE,
+    "failed_tasks_log_group": env.FAILED_TASKS_LOG_GROUP,
+    "queues": env.QUEUES,
+    "event_key_secret_arn": env.EVENT_KEY_SECRET_ARN,
+    "powertools_metrics_namespace": env.POWERTOOLS_METRICS_NAMESPACE,
+}
+
+
 class Settings(BaseModel):
-    """The Lambda's environment, validated once at cold start."""
+    """The Lambda's environment (task_events.environment), validated once at cold start."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -143,6 +148,8 @@ class Settings(BaseModel):
     failed_tasks_log_group: str = Field(min_length=1, max_length=512, pattern=r"^[.\-_/#A-Za-z0-9]+$")
     queues: frozenset[str]
     event_key_secret_arn: str = Field(min_length=20, max_length=2048, pattern=r"^arn:[a-z-]+:secretsmanager:")
+    # Powertools' Metrics reads it for the pipeline counts; read here only to hold it to metric_namespace.
+    powertools_metrics_namespace: str
 
     @field_validator("queues", mode="before")
     @classmethod
@@ -154,23 +161,34 @@ class Settings(BaseModel):
             return frozenset(names)
         return value
 
+    @model_validator(mode="after")
+    def _one_namespace(self) -> Self:
+        # The alarms read the pipeline counts (MalformedEvents...) in the stage's namespace, beside
+        # the task metrics.
+        if self.powertools_metrics_namespace != self.metric_namespace:
+            raise ValueError(
+                f"{env.POWERTOOLS_METRICS_NAMESPACE}={self.powertools_metrics_namespace!r} differs from "
+                f"{env.METRIC_NAMESPACE}={self.metric_namespace!r}: the pipeline counts and the task "
+                "metrics go to the stage's one namespace"
+            )
+        return self
+
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
         """The settings from `environ`, or a ValueError naming each missing or invalid variable."""
-        names = {
-            "metric_namespace": METRIC_NAMESPACE_ENV,
-            "failed_tasks_log_group": FAILED_TASKS_LOG_GROUP_ENV,
-            "queues": QUEUES_ENV,
-            "event_key_secret_arn": EVENT_KEY_SECRET_ENV,
-        }
-        missing = [env for env in names.values() if not environ.get(env)]
+        missing = [name for name in VARIABLES.values() if not environ.get(name)]
         if missing:
             raise ValueError(f"task_events: environment variable(s) {', '.join(missing)} must be set")
         try:
-            return cls.model_validate({field: environ[env] for field, env in names.items()})
+            return cls.model_validate({field: environ[name] for field, name in VARIABLES.items()})
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{names.get(str(error['loc'][0]), error['loc'][0])}={error['input']!r}: {error['msg']}"
-                for error in exc.errors()
-            )
+            problems = "; ".join(_describe(error) for error in exc.errors())
             raise ValueError(f"task_events: invalid environment: {problems}") from None
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    if not error["loc"]:
+        # A check across variables: its message names them and their values.
+        return str(error["ctx"]["error"])
+    field = str(error["loc"][0])
+    return f"{VARIABLES.get(field, field)}={error['input']!r}: {error['msg']}"

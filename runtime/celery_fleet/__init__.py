@@ -12,11 +12,19 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from celery_fleet.broker import broker_url_from_env
+    from celery_fleet.celery_support import UnsupportedCeleryError
     from celery_fleet.reserve import BrokerFullError
     from celery_fleet.retry import RETRY_EXTERNAL
     from celery_fleet.settings import FleetSettings, configure
 
-__all__ = ["RETRY_EXTERNAL", "BrokerFullError", "FleetSettings", "broker_url_from_env", "configure"]
+__all__ = [
+    "RETRY_EXTERNAL",
+    "BrokerFullError",
+    "FleetSettings",
+    "UnsupportedCeleryError",
+    "broker_url_from_env",
+    "configure",
+]
 
 # Public name -> module that defines it; loaded on first access only.
 _LAZY = {
@@ -25,6 +33,7 @@ _LAZY = {
     "broker_url_from_env": "celery_fleet.broker",
     "BrokerFullError": "celery_fleet.reserve",
     "RETRY_EXTERNAL": "celery_fleet.retry",
+    "UnsupportedCeleryError": "celery_fleet.celery_support",
 }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import quote
 
-from celery_fleet.contract.container import (
+from celery_fleet.contract.worker_env import (
     BROKER_AUTH_TOKEN_ENV,
     BROKER_HOST_ENV,
     BROKER_PORT_ENV,

@@ -18,8 +18,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-HEALTH_FILE_ENV = "CELERY_FLEET_HEALTH_FILE"
-MAX_AGE_ENV = "CELERY_FLEET_HEALTH_MAX_AGE_S"
+from celery_fleet.contract import worker_env
+
 # One worker per container, so the container's own /tmp is the worker's.
 DEFAULT_HEALTH_FILE = "/tmp/celery-fleet-heartbeat"
 # Six missed touches at the default 10 s interval: a broker failover (tens of seconds) does not
@@ -45,16 +45,18 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     """Print one line and return the exit code (0 healthy, 1 unhealthy)."""
     env = os.environ if environ is None else environ
     parser = argparse.ArgumentParser(prog="celery-fleet-healthcheck", description=__doc__.splitlines()[0])
-    parser.add_argument("--file", default=env.get(HEALTH_FILE_ENV) or DEFAULT_HEALTH_FILE)
-    parser.add_argument("--max-age", type=float, default=None, help=f"seconds (env {MAX_AGE_ENV})")
+    parser.add_argument("--file", default=env.get(worker_env.HEALTH_FILE_ENV) or DEFAULT_HEALTH_FILE)
+    parser.add_argument(
+        "--max-age", type=float, default=None, help=f"seconds (env {worker_env.HEALTH_MAX_AGE_ENV})"
+    )
     args = parser.parse_args(argv)
     max_age_s = args.max_age
     if max_age_s is None:
-        raw = env.get(MAX_AGE_ENV, "").strip()
+        raw = env.get(worker_env.HEALTH_MAX_AGE_ENV, "").strip()
         try:
             max_age_s = float(raw) if raw else DEFAULT_MAX_AGE_S
         except ValueError:
-            print(f"unhealthy: {MAX_AGE_ENV}={raw!r} is not a number of seconds")
+            print(f"unhealthy: {worker_env.HEALTH_MAX_AGE_ENV}={raw!r} is not a number of seconds")
             return 1
     healthy, reason = check(Path(args.file), max_age_s=max_age_s, now=time.time())
     print(reason)

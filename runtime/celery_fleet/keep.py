@@ -34,6 +34,8 @@ from celery import signals
 from celery.exceptions import Ignore, Retry
 
 from celery_fleet.contract import kept_messages as km
+from celery_fleet.contract import worker_env
+from celery_fleet.never_raise import never_raise
 
 # Keys kept and not yet picked up by the failure line; a line normally takes its key at once.
 _PENDING_MAX = 1024
@@ -99,28 +101,26 @@ class MessageKeeper:
         if request is not None and getattr(sender, "app", None) is self.app:
             self._requests[request.id] = request
 
+    @never_raise
     def on_task_failure(
         self, *, sender: Any = None, task_id: str | None = None, exception: Any = None, **_: Any
     ) -> None:
-        try:
-            if task_id is None or getattr(sender, "app", None) is not self.app:
-                return
-            if isinstance(exception, Retry | Ignore):
-                return
-            found = self._message(sender, task_id)
-            if found is None:
-                self.not_found += 1
-                return
-            message_text, exchange, routing_key = found
-            key = km.message_key(task_id)
-            self.store.put(key, self._envelope(sender, task_id, message_text, exchange, routing_key))
-            self.kept += 1
-            with self._lock:
-                self._pending[task_id] = key
-                while len(self._pending) > _PENDING_MAX:
-                    self._pending.popitem(last=False)
-        except Exception as exc:
-            self._failed(exc)
+        if task_id is None or getattr(sender, "app", None) is not self.app:
+            return
+        if isinstance(exception, Retry | Ignore):
+            return
+        found = self._message(sender, task_id)
+        if found is None:
+            self.not_found += 1
+            return
+        message_text, exchange, routing_key = found
+        key = km.message_key(task_id)
+        self.store.put(key, self._envelope(sender, task_id, message_text, exchange, routing_key))
+        self.kept += 1
+        with self._lock:
+            self._pending[task_id] = key
+            while len(self._pending) > _PENDING_MAX:
+                self._pending.popitem(last=False)
 
     def _message(self, task: Any, task_id: str) -> tuple[str, str, str] | None:
         """(message JSON text, exchange, routing key) of the delivery, or None when it is gone."""
@@ -206,7 +206,7 @@ def install(app: Any, *, store: MessageStore) -> MessageKeeper:
 
 def install_from_env(app: Any, environ: Mapping[str, str]) -> MessageKeeper | None:
     """`install` with the bucket the stack names in `CELERY_FLEET_FAILED_MESSAGES_BUCKET`, if set."""
-    bucket = environ.get(km.BUCKET_ENV, "").strip()
+    bucket = environ.get(worker_env.FAILED_MESSAGES_BUCKET_ENV, "").strip()
     if not bucket:
         uninstall()
         return None

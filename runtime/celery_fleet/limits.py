@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 from celery import bootsteps
 from celery.exceptions import ImproperlyConfigured
 
+from celery_fleet.contract import worker_env
+
 if TYPE_CHECKING:
     from celery import Celery
 
@@ -48,7 +50,7 @@ class LimitsCheck(bootsteps.Step):  # type: ignore[misc]
                 "celery_fleet: refusing to start: "
                 + " ".join(problems)
                 + " Limits come from the worker group's time_limit_s and soft_time_limit_s (the stack sets "
-                "CELERY_FLEET_TIME_LIMIT_S and CELERY_FLEET_SOFT_TIME_LIMIT_S for configure()); see "
+                f"{worker_env.TIME_LIMIT_ENV} and {worker_env.SOFT_TIME_LIMIT_ENV} for configure()); see "
                 "docs/runtime.md#time-limits."
             )
 

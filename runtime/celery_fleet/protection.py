@@ -35,9 +35,10 @@ from typing import Any
 
 from celery import signals
 
+from celery_fleet.contract import worker_env
+
 logger = logging.getLogger("celery_fleet")
 
-AGENT_URI_ENV = "ECS_AGENT_URI"
 PROTECTION_PATH = "/task-protection/v1/state"
 # The agent's bounds on ExpiresInMinutes.
 MIN_EXPIRES_MINUTES = 1
@@ -246,7 +247,7 @@ def install_from_env(env: Mapping[str, str], **options: Any) -> ProtectionKeeper
     """In an ECS task (ECS_AGENT_URI set), keep a ProtectionKeeper running in the worker's main
     process from `worker_ready` to shutdown; elsewhere nothing. Returns the keeper, if any."""
     uninstall()
-    agent_uri = env.get(AGENT_URI_ENV)
+    agent_uri = env.get(worker_env.ECS_AGENT_URI_ENV)
     if not agent_uri:
         return None
     keeper = ProtectionKeeper(agent_uri, **options)

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from celery.app.defaults import DEFAULTS
 from celery.signals import before_task_publish
 
 from celery_fleet.broker import broker_url_from_env
-from celery_fleet.contract import container
-from celery_fleet.health import DEFAULT_HEALTH_FILE, HEALTH_FILE_ENV
+from celery_fleet.celery_support import check_celery
+from celery_fleet.contract import container, worker_env
+from celery_fleet.health import DEFAULT_HEALTH_FILE
 from celery_fleet.heartbeat import install_heartbeat
 from celery_fleet.limits import install_limits_check
 from celery_fleet.publish import PublishStamper
@@ -37,9 +37,6 @@ DEFAULT_SHUTDOWN_MARGIN_S = 30.0
 # Added on top of the longest time a message can stay delivered-but-unacknowledged.
 DEFAULT_VISIBILITY_MARGIN_S = 300.0
 DEFAULT_MAX_TASK_RUNTIME_S = 3600.0
-MAX_TASK_RUNTIME_ENV = container.MAX_TASK_RUNTIME_ENV
-TIME_LIMIT_ENV = container.TIME_LIMIT_ENV
-SOFT_TIME_LIMIT_ENV = container.SOFT_TIME_LIMIT_ENV
 # As long as RETRY_EXTERNAL's longest back-off (retry_backoff_max).
 DEFAULT_MAX_COUNTDOWN_S = 600.0
 
@@ -151,9 +148,14 @@ def configure(
     a `broker_transport_options` override is merged key by key over the derived options. Values
     written here win over what the app set before (including `config_from_object`); a value set on
     `app.conf` after this call wins over it.
+
+    Before anything is applied, an installed Celery that lacks an internal celery_fleet relies on is
+    refused with `UnsupportedCeleryError` (`celery_fleet.celery_support`: the internals and the
+    supported range).
     """
+    check_celery()
     env = os.environ if environ is None else environ
-    fleet_runtime_s = _env_seconds(env, MAX_TASK_RUNTIME_ENV)
+    fleet_runtime_s = _env_seconds(env, worker_env.MAX_TASK_RUNTIME_ENV)
     max_task_runtime_s, group_soft_limit_s = _time_limits(env, max_task_runtime_s, fleet_runtime_s)
     _require_positive(
         max_task_runtime_s=max_task_runtime_s,
@@ -246,7 +248,7 @@ def configure(
 
     resolved_health_file: str | None = None
     if healthcheck:
-        resolved_health_file = health_file or env.get(HEALTH_FILE_ENV) or DEFAULT_HEALTH_FILE
+        resolved_health_file = health_file or env.get(worker_env.HEALTH_FILE_ENV) or DEFAULT_HEALTH_FILE
         install_heartbeat(app, path=resolved_health_file, interval_s=heartbeat_interval_s)
 
     from celery_fleet import protection  # noqa: PLC0415
@@ -385,24 +387,25 @@ def _time_limits(
     env: Mapping[str, str], max_task_runtime_s: float | None, fleet_runtime_s: float | None
 ) -> tuple[float, float | None]:
     """The app's hard and soft task limits: the worker group's when the stack gave them."""
-    group_limit_s = _env_seconds(env, TIME_LIMIT_ENV)
-    group_soft_limit_s = _env_seconds(env, SOFT_TIME_LIMIT_ENV)
+    hard, soft = worker_env.TIME_LIMIT_ENV, worker_env.SOFT_TIME_LIMIT_ENV
+    group_limit_s = _env_seconds(env, hard)
+    group_soft_limit_s = _env_seconds(env, soft)
     if group_limit_s is None:
         if group_soft_limit_s is not None:
-            raise ValueError(f"{SOFT_TIME_LIMIT_ENV} is set without {TIME_LIMIT_ENV}: set both or neither.")
+            raise ValueError(f"{soft} is set without {hard}: set both or neither.")
         if max_task_runtime_s is None:
             return fleet_runtime_s or DEFAULT_MAX_TASK_RUNTIME_S, None
         return max_task_runtime_s, None
     if max_task_runtime_s is not None and float(max_task_runtime_s) != group_limit_s:
         raise ValueError(
-            f"max_task_runtime_s={max_task_runtime_s} contradicts {TIME_LIMIT_ENV}={group_limit_s:g}, "
+            f"max_task_runtime_s={max_task_runtime_s} contradicts {hard}={group_limit_s:g}, "
             f"the worker group's time_limit_s: tasks would get {max_task_runtime_s} while the worker "
             f"runs with --time-limit={group_limit_s:g}. Leave max_task_runtime_s out (the group's "
             f"limit applies) or change the group's time_limit_s."
         )
     if group_soft_limit_s is not None and group_soft_limit_s > group_limit_s:
         raise ValueError(
-            f"{SOFT_TIME_LIMIT_ENV}={group_soft_limit_s:g} exceeds {TIME_LIMIT_ENV}={group_limit_s:g}: "
+            f"{soft}={group_soft_limit_s:g} exceeds {hard}={group_limit_s:g}: "
             f"the soft limit must not be above the hard one."
         )
     return group_limit_s, group_soft_limit_s
@@ -422,6 +425,9 @@ def _env_seconds(env: Mapping[str, str], name: str) -> float | None:
 
 
 def _reject_unknown_settings(overrides: Mapping[str, Any]) -> None:
+    # Imported here, after check_celery(): a Celery without it gets the check's error, not an ImportError.
+    from celery.app.defaults import DEFAULTS  # noqa: PLC0415
+
     unknown = sorted(name for name in overrides if name not in DEFAULTS)
     if unknown:
         raise TypeError(

@@ -33,6 +33,8 @@ from celery import signals
 from celery.exceptions import WorkerLostError
 from celery.worker import state as worker_state
 
+from celery_fleet.celery_support import unwrap_pool_exception
+
 if TYPE_CHECKING:
     from celery import Celery
 
@@ -128,9 +130,7 @@ class PoisonGuard:
         if not isinstance(exc, WorkerLostError | SystemExit | KeyboardInterrupt):
             return False
         task = request.task
-        # retry_on_worker_lost is Celery 5.7's; the package also runs on 5.6.
-        celery_retries_it = getattr(task, "retry_on_worker_lost", False)
-        if not (task.acks_late and task.reject_on_worker_lost) or celery_retries_it:
+        if not (task.acks_late and task.reject_on_worker_lost) or task.retry_on_worker_lost:
             return False
         if request._already_cancelled or request._already_revoked or request.acknowledged:
             return False
@@ -188,10 +188,7 @@ def _set(flag: object) -> bool:
 
 
 def _exception(exc_info: Any) -> object:
-    exc = getattr(exc_info, "exception", None)
-    # The pool sends exceptions back wrapped with their traceback text.
-    inner = getattr(exc, "exc", None)
-    return inner if type(exc).__name__ == "ExceptionWithTraceback" and inner is not None else exc
+    return unwrap_pool_exception(getattr(exc_info, "exception", None))
 
 
 def _poison_exc_info(request: Any, deaths: int, max_deaths: int, cause: object) -> ExceptionInfo:

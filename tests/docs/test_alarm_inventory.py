@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from tools.alarm_inventory import COMMAND, INVENTORY, render
+from infra.monitoring.runbooks import PAGES
+from tools.alarm_inventory import COMMAND, INVENTORY, composite_children, render, runbook_anchor, severity
 
 Templates = Mapping[str, Mapping[str, Mapping[str, Any]]]
 
@@ -23,6 +24,24 @@ def test_inventory_lists_every_alarm_of_every_stage(templates: Templates) -> Non
             for logical_id, resource in template.get("Resources", {}).items():
                 if resource["Type"] in ("AWS::CloudWatch::Alarm", "AWS::CloudWatch::CompositeAlarm"):
                     assert f"| `{logical_id}` |" in text
+
+
+def test_the_alarms_that_page_in_every_stage_are_those_of_the_one_paging_list(templates: Templates) -> None:
+    for stage, stacks in templates.items():
+        for template in stacks.values():
+            resources = template.get("Resources", {})
+            paged_by = composite_children(template)
+            for logical_id, alarm in resources.items():
+                if alarm["Type"] != "AWS::CloudWatch::Alarm":
+                    continue
+                level = severity(logical_id, alarm, resources, paged_by)
+                if level != "scaling":
+                    assert (level == "page") == (runbook_anchor(alarm) in PAGES), f"{stage}: {logical_id}"
+
+
+def test_inventory_lists_the_kinds_that_page() -> None:
+    text = render({})
+    assert ", ".join(f"[{page.value}](runbooks.md#{page.value})" for page in PAGES) in text
 
 
 def test_inventory_shows_a_threshold_change() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from infra.monitoring.runbooks import RUNBOOK_FILE, Runbook
+from infra.monitoring.runbooks import PAGES, RUNBOOK_FILE, Runbook
 from tests.docs.markdown import github_anchor, local_links, sections
 from tests.support.synth import ROOT
 
@@ -54,6 +54,12 @@ def test_each_runbook_section_has_symptom_causes_checks_and_recovery(anchor: str
     positions = [text.find(part) for part in PARTS]
     assert -1 not in positions, dict(zip(PARTS, positions, strict=True))
     assert positions == sorted(positions)
+
+
+def test_the_paging_alarm_section_names_exactly_the_kinds_that_page() -> None:
+    # infra/monitoring/runbooks.py's PAGES decides which alarms page; the person paged reads this list.
+    symptom = sections(RUNBOOKS)[Runbook.PAGING.value].split("**Likely causes")[0]
+    assert local_links(symptom) == [page.value for page in PAGES]
 
 
 def test_links_between_runbook_sections_resolve() -> None:

@@ -14,6 +14,7 @@ from celery import Celery
 from celery.exceptions import SoftTimeLimitExceeded
 from celery_fleet import events
 from celery_fleet.contract import task_events as te
+from celery_fleet.contract import worker_env
 from celery_fleet.contract.queue_metrics import SENT_AT_HEADER
 
 
@@ -246,13 +247,13 @@ def test_lines_are_signed_with_the_key_from_the_environment_which_is_then_remove
     app: Celery, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(events, "_INSTALLED_KEYS", [])
-    monkeypatch.setenv(te.EVENT_KEY_ENV, "stage-key\n")
+    monkeypatch.setenv(worker_env.EVENT_KEY_ENV, "stage-key\n")
     stream = io.StringIO()
     events.install(app, stream=stream)
 
     app.task(name="t.ok")(one).apply()
 
-    assert te.EVENT_KEY_ENV not in os.environ
+    assert worker_env.EVENT_KEY_ENV not in os.environ
     assert te.verify(stream.getvalue().rstrip("\n"), [b"stage-key"]) is not None
 
 
@@ -260,7 +261,7 @@ def test_without_a_key_lines_are_unsigned_and_a_warning_says_so(
     app: Celery, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(events, "_INSTALLED_KEYS", [])
-    monkeypatch.delenv(te.EVENT_KEY_ENV, raising=False)
+    monkeypatch.delenv(worker_env.EVENT_KEY_ENV, raising=False)
     stream = io.StringIO()
     events.install(app, stream=stream)
 

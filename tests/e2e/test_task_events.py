@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 from celery_fleet.contract import task_events as te
 from celery_fleet.contract import task_metrics as tm
+from celery_fleet.contract import worker_env
 
 from tests.lambdas.task_events.support import (
     SECRET_VALUE,
@@ -147,7 +148,7 @@ def worker_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerRun]:
             **os.environ,
             "PYTHONPATH": str(REPO_ROOT),
             "CELERY_FLEET_BROKER_URL": server.url,
-            te.EVENT_KEY_ENV: SECRET_VALUE,
+            worker_env.EVENT_KEY_ENV: SECRET_VALUE,
         }
         with stderr_path.open("wb") as stderr:
             process = subprocess.Popen(

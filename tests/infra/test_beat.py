@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from infra.workers.fleet import BEAT_SCHEDULE_PATH
+from infra.workers.beat import BEAT_SCHEDULE_PATH
 from tests.support.redis_server import RedisServer
 from tests.support.synth import ROOT, config_with, synth
 

@@ -10,9 +10,10 @@ import pytest
 from aws_cdk.assertions import Template
 
 from infra.broker import size_broker
+from infra.broker.metrics import maxclients
 from infra.config.workers import MAX_QUEUES_PER_GROUP
-from infra.monitoring.alarms import MAX_DESCRIPTION_CHARS, MAX_METRICS_PER_ALARM
-from infra.monitoring.broker_alarms import maxclients
+from infra.metric_math import MAX_METRICS_PER_ALARM
+from infra.monitoring.alarms import MAX_DESCRIPTION_CHARS
 from tests.support.synth import ROOT, Synthesized, config_with, stage_config, synth
 from tools.alarm_inventory import composite_children
 

@@ -1,13 +1,17 @@
-"""Kept failed messages and replay as deployed: the bucket, who may read it, the Lambda, the outputs."""
+"""Kept failed messages and replay as a stage wires them: the retention from its config, every worker
+service keeping into the bucket, the outputs the CLI reads. What the construct does with its inputs is
+tested alone in tests/units/test_replay_construct.py."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from aws_cdk.assertions import Match, Template
-from celery_fleet.contract import kept_messages as km
+from celery_fleet.contract import worker_env
 
+from infra.naming import pascal
 from tests.support.synth import Synthesized, config_with, stage_config, synth
 
 
@@ -30,116 +34,49 @@ def _actions(statements: list[dict[str, Any]]) -> set[str]:
     return actions
 
 
-def test_the_bucket_is_kms_encrypted_private_and_expires_with_the_failure_records(dev: Synthesized) -> None:
-    template = dev.template("stateless")
-    template.has_resource(
+def test_kept_messages_expire_with_the_failure_records(dev: Synthesized) -> None:
+    retention = stage_config("dev").monitoring.failed_tasks_retention_days
+    dev.template("stateless").has_resource_properties(
         "AWS::S3::Bucket",
         {
-            "DeletionPolicy": "Retain",
-            "Properties": Match.object_like(
-                {
-                    "BucketEncryption": {
-                        "ServerSideEncryptionConfiguration": [
-                            Match.object_like(
-                                {
-                                    "ServerSideEncryptionByDefault": Match.object_like(
-                                        {"SSEAlgorithm": "aws:kms"}
-                                    )
-                                }
-                            )
-                        ]
-                    },
-                    "PublicAccessBlockConfiguration": Match.object_like({"BlockPublicPolicy": True}),
-                    "LifecycleConfiguration": {
-                        "Rules": Match.array_with(
-                            [Match.object_like({"ExpirationInDays": 90, "Status": "Enabled"})]
-                        )
-                    },
-                }
-            ),
-        },
-    )
-
-
-def test_only_the_replay_role_may_read_objects(dev: Synthesized) -> None:
-    dev.template("stateless").has_resource_properties(
-        "AWS::S3::BucketPolicy",
-        {
-            "PolicyDocument": {
-                "Statement": Match.array_with(
-                    [
-                        Match.object_like(
-                            {
-                                "Effect": "Deny",
-                                "Principal": {"AWS": "*"},
-                                "Action": ["s3:GetObject", "s3:GetObjectVersion"],
-                                "Condition": {
-                                    "ArnNotEquals": {
-                                        "aws:PrincipalArn": {
-                                            "Fn::GetAtt": [
-                                                Match.string_like_regexp("^ReplayFunctionServiceRole"),
-                                                "Arn",
-                                            ]
-                                        }
-                                    }
-                                },
-                            }
-                        )
-                    ]
+            "LifecycleConfiguration": {
+                "Rules": Match.array_with(
+                    [Match.object_like({"ExpirationInDays": retention, "Status": "Enabled"})]
                 )
             }
         },
     )
 
 
-def test_workers_may_write_kept_messages_but_not_read_them(dev: Synthesized) -> None:
+def test_every_worker_group_keeps_its_failed_messages_in_the_bucket(dev: Synthesized) -> None:
     template = dev.template("stateless")
-    statements = _statements(template, "WorkersDefaultWorkersTaskDefinitionTaskRole")
-    actions = {a for a in _actions(statements) if a.startswith(("s3:", "kms:"))}
-    assert actions == {"s3:PutObject", "kms:GenerateDataKey"}
+    groups = stage_config("dev").workers.groups
+    assert len(groups) > 1
+    for name in groups:
+        statements = _statements(template, f"Workers{pascal(name)}WorkersTaskDefinitionTaskRole")
+        assert {a for a in _actions(statements) if a.startswith(("s3:", "kms:"))} == {
+            "s3:PutObject",
+            "kms:GenerateDataKey",
+        }, name
+    told = [
+        definition
+        for definition in template.find_resources("AWS::ECS::TaskDefinition").values()
+        if any(
+            variable["Name"] == worker_env.FAILED_MESSAGES_BUCKET_ENV
+            for container in definition["Properties"]["ContainerDefinitions"]
+            for variable in container.get("Environment", [])
+        )
+    ]
+    assert len(told) == len(groups)
 
 
-def test_workers_are_told_the_bucket(dev: Synthesized) -> None:
-    dev.template("stateless").has_resource_properties(
-        "AWS::ECS::TaskDefinition",
-        {
-            "ContainerDefinitions": Match.array_with(
-                [
-                    Match.object_like(
-                        {
-                            "Environment": Match.array_with(
-                                [
-                                    {
-                                        "Name": km.BUCKET_ENV,
-                                        "Value": {"Ref": Match.string_like_regexp("^ReplayBucket")},
-                                    }
-                                ]
-                            )
-                        }
-                    )
-                ]
-            )
-        },
+def test_the_replay_lambda_sits_in_the_stages_private_subnets(dev: Synthesized) -> None:
+    functions = dev.template("stateless").find_resources(
+        "AWS::Lambda::Function", {"Properties": {"Handler": "replay.handler.handler"}}
     )
+    (function,) = functions.values()
 
-
-def test_the_replay_lambda_runs_in_the_vpc_with_the_broker_and_the_bucket(dev: Synthesized) -> None:
-    dev.template("stateless").has_resource_properties(
-        "AWS::Lambda::Function",
-        {
-            "Handler": "replay.handler.handler",
-            "Timeout": 900,
-            "VpcConfig": Match.object_like({"SubnetIds": Match.any_value()}),
-            "Environment": {
-                "Variables": Match.object_like(
-                    {
-                        "FAILED_MESSAGES_BUCKET": {"Ref": Match.string_like_regexp("^ReplayBucket")},
-                        "BROKER_AUTH_SECRET_ARN": Match.any_value(),
-                    }
-                )
-            },
-        },
-    )
+    assert json.dumps(function["Properties"]["VpcConfig"]["SubnetIds"]).count("NetworkVpcPrivateSubnet") == 2
 
 
 def test_the_cli_finds_the_stage_from_stack_outputs(dev: Synthesized) -> None:

@@ -16,8 +16,8 @@ from typing import Any
 import celery_fleet
 import redis
 from celery import Celery
-from celery_fleet.contract.container import TIME_LIMIT_ENV
 from celery_fleet.contract.queue_metrics import SENT_AT_HEADER
+from celery_fleet.contract.worker_env import TIME_LIMIT_ENV
 from celery_fleet.publish import eta_delay_s
 
 from tests.runtime.workers import FLAKY_RETRY

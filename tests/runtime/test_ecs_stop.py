@@ -19,7 +19,7 @@ import time
 import pytest
 import redis
 from celery import Celery
-from celery_fleet.contract.container import MAX_TASK_RUNTIME_ENV
+from celery_fleet.contract.worker_env import MAX_TASK_RUNTIME_ENV
 
 from infra.config.workers import WorkerGroupConfig
 from infra.workers.service import worker_command, worker_environment

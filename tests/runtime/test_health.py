@@ -14,6 +14,7 @@ import pytest
 import redis
 from celery import Celery
 from celery_fleet import health
+from celery_fleet.contract import worker_env
 
 from tests.runtime.conftest import WorkerFactory
 from tests.runtime.workers import WorkerProcess, started, wait_for
@@ -28,8 +29,8 @@ def run_healthcheck(worker: WorkerProcess) -> subprocess.CompletedProcess[str]:
     """The console script, as the container's health check runs it."""
     env = {
         **os.environ,
-        health.HEALTH_FILE_ENV: str(worker.health_file),
-        health.MAX_AGE_ENV: str(MAX_AGE_S),
+        worker_env.HEALTH_FILE_ENV: str(worker.health_file),
+        worker_env.HEALTH_MAX_AGE_ENV: str(MAX_AGE_S),
     }
     return subprocess.run([HEALTHCHECK], env=env, capture_output=True, text=True, timeout=30, check=False)
 
@@ -67,9 +68,9 @@ def test_main_reads_file_and_max_age_from_the_environment(
     beat.write_text("{}")
     old = time.time() - 30
     os.utime(beat, (old, old))
-    env = {health.HEALTH_FILE_ENV: str(beat)}
-    assert health.main([], {**env, health.MAX_AGE_ENV: "60"}) == 0
-    assert health.main([], {**env, health.MAX_AGE_ENV: "10"}) == 1
+    env = {worker_env.HEALTH_FILE_ENV: str(beat)}
+    assert health.main([], {**env, worker_env.HEALTH_MAX_AGE_ENV: "60"}) == 0
+    assert health.main([], {**env, worker_env.HEALTH_MAX_AGE_ENV: "10"}) == 1
     lines = capsys.readouterr().out.splitlines()
     assert [line.split(":")[0] for line in lines] == ["healthy", "unhealthy"]
 
@@ -77,7 +78,7 @@ def test_main_reads_file_and_max_age_from_the_environment(
 def test_main_rejects_a_max_age_that_is_not_a_number(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    env = {health.HEALTH_FILE_ENV: str(tmp_path / "beat"), health.MAX_AGE_ENV: "soon"}
+    env = {worker_env.HEALTH_FILE_ENV: str(tmp_path / "beat"), worker_env.HEALTH_MAX_AGE_ENV: "soon"}
     assert health.main([], env) == 1
     assert "CELERY_FLEET_HEALTH_MAX_AGE_S='soon' is not a number" in capsys.readouterr().out
 

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 import redis
-from celery_fleet.contract.task_events import EVENT_KEY_ENV, F_TASK_ID, MARKER_KEY
+from celery_fleet.contract.task_events import F_TASK_ID, MARKER_KEY
+from celery_fleet.contract.worker_env import EVENT_KEY_ENV
 
 from tests.runtime.interop_app import QUEUE, TRICKY_ARGS
 from tests.runtime.workers import REPO_ROOT, WorkerProcess, wait_for

@@ -26,8 +26,6 @@ from typing import Final
 
 FORMAT_VERSION: Final = 1
 
-# Worker environment: the bucket to keep messages in. Unset: messages are not kept.
-BUCKET_ENV: Final = "CELERY_FLEET_FAILED_MESSAGES_BUCKET"
 
 MESSAGES_PREFIX: Final = "messages/"
 # One marker object per kept message replayed: what makes replay at-most-once. Written with

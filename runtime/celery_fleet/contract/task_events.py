@@ -10,8 +10,8 @@ A worker writes each line to its stdout (the container's log stream); a CloudWat
 subscription filter with `SUBSCRIPTION_FILTER_PATTERN` sends only lines that claim to be events to
 the Lambda. Anything a task prints, logs or raises reaches the same stream, so a claim proves
 nothing: every line ends with `"mac"`, an HMAC-SHA256 of the line's bytes before it (`sign`), under
-a per-stage key only the worker and the Lambda hold (`EVENT_KEY_ENV`). The Lambda counts a line only
-when `verify` accepts it.
+a per-stage key only the worker and the Lambda hold (`worker_env.EVENT_KEY_ENV`). The Lambda counts a
+line only when `verify` accepts it.
 
 Standard library only: the worker package and the Lambda both import it.
 """
@@ -37,11 +37,6 @@ MARKER_VALUE: Final = "task_event"
 # application prints never reach the Lambda. A JSON object that carries the marker does, whoever
 # wrote it: the MAC, not the filter, tells the emitter's lines from the rest.
 SUBSCRIPTION_FILTER_PATTERN: Final = '{ $.celery_fleet = "task_event" }'
-
-# The worker's environment variable holding the signing key (an ECS secret from Secrets Manager).
-# The emitter reads it once at install and removes it from the environment, so that task code
-# printing `os.environ`, or a subprocess, does not pass it on.
-EVENT_KEY_ENV: Final = "CELERY_FLEET_TASK_EVENT_KEY"
 
 
 class EventType(StrEnum):

@@ -148,7 +148,7 @@ def cold_start(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Mapping[st
     """Import `queue_depth.handler` afresh with the given Lambda environment, as a cold start does."""
 
     def start(environment: Mapping[str, str]) -> ModuleType:
-        for name in ("QUEUES", "METRIC_NAMESPACE", *BROKER_VARIABLES):
+        for name in ("QUEUES", "METRIC_NAMESPACE", "POWERTOOLS_SERVICE_NAME", *BROKER_VARIABLES):
             monkeypatch.delenv(name, raising=False)
         for name, value in environment.items():
             monkeypatch.setenv(name, value)

@@ -131,6 +131,14 @@ def test_a_cold_start_with_a_bad_environment_fails_naming_the_variable(
         cold_start(with_(LOCAL, POLL_INTERVAL_S="45"))
 
 
+def test_the_log_lines_carry_the_service_the_stack_names(
+    cold_start: Callable[[Mapping[str, str]], ModuleType], aws: None
+) -> None:
+    module = cold_start(with_(LOCAL, POWERTOOLS_SERVICE_NAME="queue-depth-publisher"))
+
+    assert module.logger.service == "queue-depth-publisher"
+
+
 def test_the_model_reads_variables_by_their_names() -> None:
     assert {field.alias for field in Settings.model_fields.values()} == {
         "QUEUES",

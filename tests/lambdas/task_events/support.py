@@ -207,6 +207,7 @@ def mocked_aws(
         "AWS_SESSION_TOKEN": "testing",
         "AWS_DEFAULT_REGION": REGION,
         "METRIC_NAMESPACE": NAMESPACE,
+        "POWERTOOLS_METRICS_NAMESPACE": NAMESPACE,
         "FAILED_TASKS_LOG_GROUP": FAILED_TASKS_LOG_GROUP,
         "QUEUES": ",".join(QUEUES),
     }.items():

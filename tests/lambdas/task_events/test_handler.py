@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any
@@ -270,21 +271,36 @@ def _iso(ms: int) -> str:
 
 def test_settings_name_every_missing_variable() -> None:
     with pytest.raises(
-        ValueError, match="METRIC_NAMESPACE, FAILED_TASKS_LOG_GROUP, QUEUES, EVENT_KEY_SECRET_ARN must be set"
+        ValueError,
+        match="METRIC_NAMESPACE, FAILED_TASKS_LOG_GROUP, QUEUES, EVENT_KEY_SECRET_ARN, "
+        "POWERTOOLS_METRICS_NAMESPACE must be set",
     ):
         Settings.from_environ({})
 
 
+VALID_ENVIRONMENT = {
+    "METRIC_NAMESPACE": "CeleryFleet/dev",
+    "FAILED_TASKS_LOG_GROUP": "/celery-fleet/dev/failed-tasks",
+    "QUEUES": "default",
+    "EVENT_KEY_SECRET_ARN": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:k-AbCdEf",
+    "POWERTOOLS_METRICS_NAMESPACE": "CeleryFleet/dev",
+}
+
+
 def test_settings_reject_an_invalid_log_group_name() -> None:
     with pytest.raises(ValueError, match=r"FAILED_TASKS_LOG_GROUP='failed tasks!'"):
-        Settings.from_environ(
-            {
-                "METRIC_NAMESPACE": "CeleryFleet/dev",
-                "FAILED_TASKS_LOG_GROUP": "failed tasks!",
-                "QUEUES": "default",
-                "EVENT_KEY_SECRET_ARN": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:k-AbCdEf",
-            }
-        )
+        Settings.from_environ({**VALID_ENVIRONMENT, "FAILED_TASKS_LOG_GROUP": "failed tasks!"})
+
+
+def test_settings_hold_the_pipeline_counts_to_the_stage_namespace() -> None:
+    # The alarms read MalformedEvents and the like in METRIC_NAMESPACE; Powertools writes them in
+    # POWERTOOLS_METRICS_NAMESPACE.
+    with pytest.raises(
+        ValueError,
+        match="POWERTOOLS_METRICS_NAMESPACE='CeleryFleet/prod' differs from "
+        "METRIC_NAMESPACE='CeleryFleet/dev'",
+    ):
+        Settings.from_environ({**VALID_ENVIRONMENT, "POWERTOOLS_METRICS_NAMESPACE": "CeleryFleet/prod"})
 
 
 def test_a_message_the_fast_json_parser_refuses_does_not_cost_the_batch(
@@ -296,3 +312,23 @@ def test_a_message_the_fast_json_parser_refuses_does_not_cost_the_batch(
     result = handler_module.handler(subscription_event(lines), FakeLambdaContext())
 
     assert (result["events"], result["forged"], result["malformed"]) == (1, 1, 0)
+
+
+def test_the_logger_and_the_metrics_take_the_stacks_powertools_variables(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with mocked_aws(monkeypatch):
+        # What the stack sets (infra/task_events/construct.py); the code names no service or namespace.
+        monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "task-event-ingester")
+        monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "CeleryFleet/ingest-test")
+        monkeypatch.setenv("METRIC_NAMESPACE", "CeleryFleet/ingest-test")
+        module = load_handler()
+        module.handler(subscription_event([event_line(task_id="a")]), FakeLambdaContext())
+
+    lines = [json.loads(text) for text in capsys.readouterr().out.splitlines() if text.startswith("{")]
+    logged = [line for line in lines if line.get("message") == "task events ingested"]
+    assert [line["service"] for line in logged] == ["task-event-ingester"]
+    counts = [line for line in lines if "_aws" in line and tm.MALFORMED_EVENTS in line]
+    (directive,) = counts[0]["_aws"]["CloudWatchMetrics"]
+    # The service name is not a dimension: the alarms read the pipeline counts by name alone.
+    assert (directive["Namespace"], directive["Dimensions"]) == ("CeleryFleet/ingest-test", [[]])
