@@ -401,39 +401,9 @@ class TaskEventEmitter:
     def _ours(self, task: Any) -> bool:
         return getattr(task, "app", None) is self.app
 
-    def _record(
-        self,
-        event: EventType,
-        *,
-        name: str,
-        task_id: str,
-        context: Any,
-        runtime_s: float | None = None,
-        queue_wait_s: float | None = None,
-        exc: BaseException | None = None,
-        traceback: str | None = None,
-        chain: Chain | None = None,
-        frame: str = "",
-        args: Any = None,
-        kwargs: Any = None,
-    ) -> bytes:
-        return outcome_line(
-            event,
-            name=name,
-            task_id=task_id,
-            context=context,
-            runtime_s=runtime_s,
-            queue_wait_s=queue_wait_s,
-            exc=exc,
-            traceback=traceback,
-            chain=chain,
-            frame=frame,
-            args=args,
-            kwargs=kwargs,
-            redact=self.redact,
-            key=self.key,
-            on_error=self._failed,
-        )
+    def _record(self, event: EventType, **fields: Any) -> bytes:
+        """`outcome_line` (its keyword fields) signed with this emitter's key, under its redaction."""
+        return outcome_line(event, **fields, redact=self.redact, key=self.key, on_error=self._failed)
 
     def _failed(self, exc: BaseException) -> None:
         self.errors += 1
