@@ -1,13 +1,19 @@
-"""Defaults shared by celery-fleet's Lambdas: runtime, architecture, the Powertools layer, logs."""
+"""Defaults shared by celery-fleet's Lambdas: runtime, architecture, the Powertools layer, logs, and the
+shape of a Lambda in the VPC that talks to the broker."""
 
 from __future__ import annotations
 
-from aws_cdk import RemovalPolicy
+from collections.abc import Mapping
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
+from infra.broker import Broker
+from infra.lambda_code import lambda_package
 from infra.logs import retention
 from infra.powertools import layer_parameter_name
 
@@ -32,3 +38,47 @@ def function_log_group(scope: Construct, construct_id: str, *, retention_days: i
     return logs.LogGroup(
         scope, construct_id, retention=retention(retention_days), removal_policy=RemovalPolicy.DESTROY
     )
+
+
+def broker_function(
+    scope: Construct,
+    *,
+    broker: Broker,
+    package: str,
+    description: str,
+    purpose: str,
+    memory_size: int,
+    timeout: Duration,
+    vpc: ec2.IVpc,
+    subnets: ec2.SubnetSelection,
+    log_retention_days: int,
+    environment: Mapping[str, str],
+) -> lambda_.Function:
+    """`lambdas/<package>/` as the Lambda `Function` of `scope`, in `subnets`, reaching the broker.
+
+    It carries the shared broker client (`broker_access`) and redis, runs with the Powertools layer and
+    its own log group (`Logs`), and is never retried: a retry would act late (the next schedule tick
+    polls again; the CLI that started a replay reports its error). It gets the broker's environment
+    beside `environment`, the right to read the AUTH token, and a way in through the broker's security
+    group (`purpose` names the rule).
+    """
+    function = lambda_.Function(
+        scope,
+        "Function",
+        description=description,
+        runtime=RUNTIME,
+        architecture=ARCHITECTURE,
+        handler=f"{package}.handler.handler",
+        code=lambda_package(package, shared=("broker_access",), dependencies=("redis",)),
+        layers=[powertools_layer(scope, "Powertools")],
+        memory_size=memory_size,
+        timeout=timeout,
+        retry_attempts=0,
+        vpc=vpc,
+        vpc_subnets=subnets,
+        allow_all_outbound=True,
+        log_group=function_log_group(scope, "Logs", retention_days=log_retention_days),
+        environment={**environment, **broker.lambda_environment()},
+    )
+    broker.connect_function(function, purpose)
+    return function

@@ -13,14 +13,12 @@ from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_lambda as lambda_
 from celery_fleet.contract import queue_depth_env as env
 from celery_fleet.contract import queue_metrics
 from constructs import Construct
 
 from infra.broker import Broker
-from infra.functions import ARCHITECTURE, RUNTIME, function_log_group, powertools_layer
-from infra.lambda_code import lambda_package
+from infra.functions import broker_function
 from infra.nag import acknowledge, arn_in_finding
 from infra.queue_depth.metrics import QueueMetrics
 
@@ -71,34 +69,27 @@ class QueueDepthPublisher(Construct):
         self.metrics = QueueMetrics(namespace)
         poll_interval_s = queue_metrics.HIGH_RESOLUTION_PERIOD_S if high_resolution else 60
 
-        self.function = lambda_.Function(
+        self.function = broker_function(
             self,
-            "Function",
+            broker=broker,
+            package="queue_depth",
             description="celery-fleet: publishes Celery queue depth, in-flight count and oldest-task age",
-            runtime=RUNTIME,
-            architecture=ARCHITECTURE,
-            handler="queue_depth.handler.handler",
-            code=lambda_package("queue_depth", shared=("broker_access",), dependencies=("redis",)),
-            layers=[powertools_layer(self, "Powertools")],
+            purpose="Queue-depth publisher",
             memory_size=256,
             # High resolution polls six times within one invocation; it must end before the next one.
             timeout=Duration.seconds(58 if high_resolution else 30),
-            # A missed poll is replaced by the next one a minute later; a retry would only publish late.
-            retry_attempts=0,
             vpc=vpc,
-            vpc_subnets=subnets,
-            allow_all_outbound=True,
-            log_group=function_log_group(self, "Logs", retention_days=log_retention_days),
-            # Every name the publisher reads (celery_fleet.contract.queue_depth_env), and only those.
+            subnets=subnets,
+            log_retention_days=log_retention_days,
+            # Every name the publisher reads (celery_fleet.contract.queue_depth_env), and only those:
+            # the broker's are added by broker_function.
             environment={
                 env.QUEUES: ",".join(queues),
                 env.METRIC_NAMESPACE: namespace,
-                **broker.lambda_environment(),
                 env.POLL_INTERVAL_S: str(poll_interval_s),
                 env.POWERTOOLS_SERVICE_NAME: "queue-depth-publisher",
             },
         )
-        broker.connect_function(self.function, "Queue-depth publisher")
         self.function.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["cloudwatch:PutMetricData"],

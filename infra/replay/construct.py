@@ -6,7 +6,6 @@ from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
-from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from celery_fleet.contract import kept_messages as km
 from celery_fleet.contract import replay_env as env
@@ -14,8 +13,7 @@ from celery_fleet.contract import worker_env
 from constructs import Construct
 
 from infra.broker import Broker
-from infra.functions import ARCHITECTURE, RUNTIME, function_log_group, powertools_layer
-from infra.lambda_code import lambda_package
+from infra.functions import broker_function
 from infra.nag import acknowledge
 from infra.workers.service import WorkerService
 
@@ -80,31 +78,24 @@ class FailedMessageReplay(Construct):
             "is audited in the Lambda's log group, and CloudTrail data events can be turned on for S3.",
         )
 
-        self.function = lambda_.Function(
+        self.function = broker_function(
             self,
-            "Function",
+            broker=broker,
+            package="replay",
             description="celery-fleet: puts kept failed-task messages back on their queues",
-            runtime=RUNTIME,
-            architecture=ARCHITECTURE,
-            handler="replay.handler.handler",
-            code=lambda_package("replay", shared=("broker_access",), dependencies=("redis",)),
-            layers=[powertools_layer(self, "Powertools")],
+            purpose="Failed-task replay",
             memory_size=512,
             timeout=REPLAY_TIMEOUT,
-            # Started synchronously by the CLI, which reports errors; a retry would replay late.
-            retry_attempts=0,
             vpc=vpc,
-            vpc_subnets=subnets,
-            allow_all_outbound=True,
-            log_group=function_log_group(self, "Logs", retention_days=log_retention_days),
-            # Every name the function reads (celery_fleet.contract.replay_env), and only those.
+            subnets=subnets,
+            log_retention_days=log_retention_days,
+            # Every name the function reads (celery_fleet.contract.replay_env), and only those: the
+            # broker's are added by broker_function.
             environment={
                 env.FAILED_MESSAGES_BUCKET: self.bucket.bucket_name,
-                **broker.lambda_environment(),
                 env.POWERTOOLS_SERVICE_NAME: "replay",
             },
         )
-        broker.connect_function(self.function, "Failed-task replay")
         role = self.function.role
         assert role is not None
         self.bucket.grant_read(self.function, f"{km.MESSAGES_PREFIX}*")
