@@ -11,14 +11,11 @@ from celery_fleet.contract import queue_depth_env as contract
 from celery_fleet.contract import queue_metrics
 
 from tests.support.synth import Synthesized, stage_config
+from tests.support.templates import function_properties
 
 
 def _function(stage: Synthesized) -> dict[str, Any]:
-    functions = stage.template("stateless").find_resources(
-        "AWS::Lambda::Function", {"Properties": {"Handler": "queue_depth.handler.handler"}}
-    )
-    assert len(functions) == 1
-    return dict(next(iter(functions.values()))["Properties"])
+    return function_properties(stage.template("stateless"), "queue_depth.handler.handler")
 
 
 def test_the_publisher_measures_the_stages_queues_in_its_namespace(prod: Synthesized) -> None:

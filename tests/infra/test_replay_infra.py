@@ -6,32 +6,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
-from aws_cdk.assertions import Match, Template
+from aws_cdk.assertions import Match
 from celery_fleet.contract import worker_env
 
 from infra.naming import pascal
 from tests.support.synth import Synthesized, config_with, stage_config, synth
-
-
-def _statements(template: Template, role_prefix: str) -> list[dict[str, Any]]:
-    policies = template.find_resources("AWS::IAM::Policy")
-    return [
-        statement
-        for policy in policies.values()
-        for role in policy["Properties"]["Roles"]
-        if role["Ref"].startswith(role_prefix)
-        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
-    ]
-
-
-def _actions(statements: list[dict[str, Any]]) -> set[str]:
-    actions: set[str] = set()
-    for statement in statements:
-        value = statement["Action"]
-        actions.update([value] if isinstance(value, str) else value)
-    return actions
+from tests.support.templates import actions, role_statements
 
 
 def test_kept_messages_expire_with_the_failure_records(dev: Synthesized) -> None:
@@ -53,8 +34,8 @@ def test_every_worker_group_keeps_its_failed_messages_in_the_bucket(dev: Synthes
     groups = stage_config("dev").workers.groups
     assert len(groups) > 1
     for name in groups:
-        statements = _statements(template, f"Workers{pascal(name)}WorkersTaskDefinitionTaskRole")
-        assert {a for a in _actions(statements) if a.startswith(("s3:", "kms:"))} == {
+        statements = role_statements(template, f"Workers{pascal(name)}WorkersTaskDefinitionTaskRole")
+        assert {a for a in actions(statements) if a.startswith(("s3:", "kms:"))} == {
             "s3:PutObject",
             "kms:GenerateDataKey",
         }, name

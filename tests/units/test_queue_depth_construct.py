@@ -23,7 +23,9 @@ from tests.support.bare import (
     vpc,
     worker_service,
 )
+from tests.support.templates import function_properties
 
+HANDLER = "queue_depth.handler.handler"
 QUEUES = ["alpha", "beta"]
 
 
@@ -46,14 +48,6 @@ def _template(**overrides: Any) -> Template:
     stack = bare_stack()
     _publisher(stack, **overrides)
     return template(stack)
-
-
-def _function(t: Template) -> dict[str, Any]:
-    functions = t.find_resources(
-        "AWS::Lambda::Function", {"Properties": {"Handler": "queue_depth.handler.handler"}}
-    )
-    assert len(functions) == 1
-    return dict(next(iter(functions.values()))["Properties"])
 
 
 def _statements(t: Template) -> list[dict[str, Any]]:
@@ -108,11 +102,11 @@ def test_the_publisher_runs_every_minute_without_retries() -> None:
 def test_one_invocation_at_a_time_comes_from_the_lease_not_reserved_concurrency() -> None:
     # A reservation of 1 is refused on accounts still at the default concurrency quota; the lease on
     # the broker (queue_depth.logic.acquire_lease) keeps invocations apart.
-    assert "ReservedConcurrentExecutions" not in _function(_template())
+    assert "ReservedConcurrentExecutions" not in function_properties(_template(), HANDLER)
 
 
 def test_the_environment_is_every_variable_the_publisher_reads_and_no_other() -> None:
-    variables = _function(_template())["Environment"]["Variables"]
+    variables = function_properties(_template(), HANDLER)["Environment"]["Variables"]
 
     assert set(variables) == contract.STACK_SETS
     assert variables[contract.QUEUES] == "alpha,beta"
@@ -123,20 +117,20 @@ def test_the_environment_is_every_variable_the_publisher_reads_and_no_other() ->
 
 
 def test_standard_resolution_polls_once_within_a_30_s_timeout() -> None:
-    function = _function(_template(high_resolution=False))
+    function = function_properties(_template(high_resolution=False), HANDLER)
 
     assert (function["Timeout"], function["Environment"]["Variables"][contract.POLL_INTERVAL_S]) == (30, "60")
 
 
 def test_high_resolution_polls_every_ten_seconds_within_one_invocation() -> None:
-    function = _function(_template(high_resolution=True))
+    function = function_properties(_template(high_resolution=True), HANDLER)
 
     # Six polls in one invocation: it must end before the next one starts.
     assert (function["Timeout"], function["Environment"]["Variables"][contract.POLL_INTERVAL_S]) == (58, "10")
 
 
 def test_the_publisher_sits_in_the_given_subnets() -> None:
-    config = _function(_template())["VpcConfig"]
+    config = function_properties(_template(), HANDLER)["VpcConfig"]
 
     assert config["SubnetIds"] == list(PRIVATE_SUBNET_IDS)
     assert config["SecurityGroupIds"]
@@ -179,7 +173,7 @@ def test_without_worker_groups_to_wake_it_may_not_touch_ecs_or_scaling() -> None
     publisher.start_workers_from_zero([])
     t = template(stack)
 
-    assert contract.WORKER_GROUPS not in _function(t)["Environment"]["Variables"]
+    assert contract.WORKER_GROUPS not in function_properties(t, HANDLER)["Environment"]["Variables"]
     actions = json.dumps([s["Action"] for s in _statements(t)])
     assert "ecs:" not in actions
     assert "application-autoscaling:" not in actions
@@ -189,7 +183,7 @@ def test_the_publisher_is_told_every_group_it_may_start_from_zero() -> None:
     stack = bare_stack()
     publisher = _publisher(stack)
     publisher.start_workers_from_zero([_wake_target(stack, name="default"), _wake_target(stack, name="bulk")])
-    variables = _function(template(stack))["Environment"]["Variables"]
+    variables = function_properties(template(stack), HANDLER)["Environment"]["Variables"]
 
     # Service and cluster names are deploy-time values: the variable is an Fn::Join of the JSON.
     assert set(variables) == contract.STACK_SETS | {contract.WORKER_GROUPS}

@@ -22,6 +22,7 @@ from tests.support.bare import (
     vpc,
     worker_service,
 )
+from tests.support.templates import actions, function_properties, role_statements
 
 
 def _replay(stack: Stack, **overrides: Any) -> FailedMessageReplay:
@@ -40,32 +41,6 @@ def _template(**overrides: Any) -> Template:
     stack = bare_stack()
     _replay(stack, **overrides)
     return template(stack)
-
-
-def _function(t: Template) -> dict[str, Any]:
-    functions = t.find_resources(
-        "AWS::Lambda::Function", {"Properties": {"Handler": "replay.handler.handler"}}
-    )
-    assert len(functions) == 1
-    return dict(next(iter(functions.values()))["Properties"])
-
-
-def _statements(t: Template, role_prefix: str) -> list[dict[str, Any]]:
-    return [
-        statement
-        for policy in t.find_resources("AWS::IAM::Policy").values()
-        for role in policy["Properties"]["Roles"]
-        if role["Ref"].startswith(role_prefix)
-        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
-    ]
-
-
-def _actions(statements: list[dict[str, Any]]) -> set[str]:
-    actions: set[str] = set()
-    for statement in statements:
-        value = statement["Action"]
-        actions.update([value] if isinstance(value, str) else value)
-    return actions
 
 
 def test_the_bucket_is_kms_encrypted_private_tls_only_and_retained() -> None:
@@ -167,7 +142,7 @@ def test_only_the_replay_role_may_read_objects() -> None:
 
 def test_the_lambda_runs_in_the_given_subnets_for_up_to_15_minutes_without_retries() -> None:
     t = _template()
-    function = _function(t)
+    function = function_properties(t, "replay.handler.handler")
 
     assert function["Timeout"] == 900
     assert function["VpcConfig"]["SubnetIds"] == list(PRIVATE_SUBNET_IDS)
@@ -175,7 +150,7 @@ def test_the_lambda_runs_in_the_given_subnets_for_up_to_15_minutes_without_retri
 
 
 def test_the_environment_is_every_variable_the_function_reads_and_no_other() -> None:
-    variables = _function(_template())["Environment"]["Variables"]
+    variables = function_properties(_template(), "replay.handler.handler")["Environment"]["Variables"]
 
     assert set(variables) == contract.STACK_SETS
     assert variables[contract.FAILED_MESSAGES_BUCKET]["Ref"].startswith("ReplayBucket")
@@ -196,18 +171,18 @@ def _object_patterns(statement: dict[str, Any]) -> set[str]:
 
 
 def test_the_lambda_reads_kept_messages_and_markers_and_writes_only_markers() -> None:
-    statements = _statements(_template(), "ReplayFunctionServiceRole")
-    (reads,) = [s for s in statements if "s3:GetObject*" in _actions([s])]
-    (writes,) = [s for s in statements if "s3:PutObject" in _actions([s])]
+    statements = role_statements(_template(), "ReplayFunctionServiceRole")
+    (reads,) = [s for s in statements if "s3:GetObject*" in actions([s])]
+    (writes,) = [s for s in statements if "s3:PutObject" in actions([s])]
 
     assert _object_patterns(reads) == {"", f"/{km.MESSAGES_PREFIX}*", f"/{km.REPLAYS_PREFIX}*"}
-    assert "s3:DeleteObject*" in _actions([writes])
+    assert "s3:DeleteObject*" in actions([writes])
     assert _object_patterns(writes) == {f"/{km.REPLAYS_PREFIX}*"}
 
 
 def test_the_lambda_may_read_the_broker_secret() -> None:
-    statements = _statements(_template(), "ReplayFunctionServiceRole")
-    secret = [s for s in statements if "secretsmanager:GetSecretValue" in _actions([s])]
+    statements = role_statements(_template(), "ReplayFunctionServiceRole")
+    secret = [s for s in statements if "secretsmanager:GetSecretValue" in actions([s])]
 
     assert len(secret) == 1
     assert secret[0]["Resource"]["Ref"].startswith("BrokerAuthToken")
@@ -240,8 +215,8 @@ def test_a_worker_kept_from_is_told_the_bucket_and_may_only_write_messages() -> 
             )
         },
     )
-    statements = _statements(t, "DefaultWorkersTaskDefinitionTaskRole")
-    assert {a for a in _actions(statements) if a.startswith(("s3:", "kms:"))} == {
+    statements = role_statements(t, "DefaultWorkersTaskDefinitionTaskRole")
+    assert {a for a in actions(statements) if a.startswith(("s3:", "kms:"))} == {
         "s3:PutObject",
         "kms:GenerateDataKey",
     }
@@ -255,8 +230,8 @@ def test_a_worker_not_kept_from_is_given_nothing() -> None:
     worker_service(stack)
     t = template(stack)
 
-    statements = _statements(t, "DefaultWorkersTaskDefinitionTaskRole")
-    assert not {a for a in _actions(statements) if a.startswith(("s3:", "kms:"))}
+    statements = role_statements(t, "DefaultWorkersTaskDefinitionTaskRole")
+    assert not {a for a in actions(statements) if a.startswith(("s3:", "kms:"))}
     assert worker_env.FAILED_MESSAGES_BUCKET_ENV not in json.dumps(
         t.find_resources("AWS::ECS::TaskDefinition")
     )
