@@ -271,7 +271,7 @@ def configure(
         # Imported here so that an app running with task_events=False never loads the emitter.
         from celery_fleet import events  # noqa: PLC0415
 
-        events.install(app, redact=redact)
+        events.install_checked(app, redact=redact)
 
     return FleetSettings(
         settings=MappingProxyType(settings),

@@ -124,6 +124,20 @@ def test_a_complete_celery_outside_the_range_is_only_warned_about(
     assert f"outside the supported celery{SUPPORTED_CELERY}" in caplog.text
 
 
+def test_configure_checks_and_warns_once_even_with_task_events(
+    app: Celery, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(celery, "__version__", "5.8.0")
+
+    with caplog.at_level(logging.WARNING, logger="celery_fleet"):
+        celery_fleet.configure(
+            app, environ={BROKER_URL_ENV: "redis://127.0.0.1:1/0"}, healthcheck=False, task_events=True
+        )
+    events.uninstall()
+
+    assert caplog.text.count("outside the supported celery") == 1
+
+
 @pytest.mark.parametrize(
     ("version", "expected"),
     [("5.7.0", True), ("5.7.12", True), ("5.7.1rc1", True), ("5.8.0", False), ("5.6.2", False),

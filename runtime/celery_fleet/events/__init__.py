@@ -53,6 +53,14 @@ def install(
     internal the emitter relies on (`celery_fleet.celery_support`).
     """
     check_celery()
+    return install_checked(app, redact=redact, stream=stream, key=key)
+
+
+def install_checked(
+    app: Any, *, redact: Redact | None = None, stream: TextIO | None = None, key: bytes | None = None
+) -> TaskEventEmitter:
+    """`install`, for a caller that has just run `check_celery()` itself (`celery_fleet.configure`):
+    the check, and its warning for a Celery outside the supported range, once per configure."""
     uninstall()
     if key is None:
         secret = os.environ.pop(worker_env.EVENT_KEY_ENV, None)
@@ -134,5 +142,6 @@ __all__ = [
     "build_record",
     "encode_line",
     "install",
+    "install_checked",
     "uninstall",
 ]
